@@ -1,0 +1,40 @@
+"""The one entry point: `mlu_assets.definitions:defs` (workspace.yaml loads it).
+
+Domains live in their own folders (benchmark/, …); this file merges them and sets what is
+global: resources, the IO manager, jobs.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlu_training import paths
+
+from .benchmark import assets as benchmark_assets
+from .io import TableIOManager
+from .resources import BenchmarkSettings, MLflowTracking
+from .settings import setting
+
+data_dir = setting("MLU_DATA_DIR", str(paths.default_data_dir()))
+
+benchmark_job = dg.define_asset_job(
+    "benchmark_job", selection=dg.AssetSelection.groups(benchmark_assets.GROUP),
+    description="Release → entities → QA → images → validated QA → splits.",
+)
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([benchmark_assets]),
+    jobs=[benchmark_job],
+    resources={
+        "benchmark": BenchmarkSettings(
+            profile=setting("MLU_PROFILE", "mini"),
+            data_dir=data_dir,
+            cache_dir=setting("MLU_CACHE_DIR", str(paths.default_cache_dir())),
+            mlubench_path=setting("MLU_MLUBENCH_PATH", None),
+            upstream_url=setting("MLU_MLUBENCH_UPSTREAM", BenchmarkSettings.model_fields["upstream_url"].default),
+            images_dir=setting("MLU_IMAGES_DIR", None),
+        ),
+        "mlflow": MLflowTracking(tracking_uri=setting("MLFLOW_TRACKING_URI", paths.default_tracking_uri())),
+        "io_manager": TableIOManager(base_dir=data_dir),
+    },
+)

@@ -1,0 +1,1 @@
+"""The MLUBench data: release resolution, records, entities, QA pairs, images, validation, splits."""

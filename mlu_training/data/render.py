@@ -1,0 +1,133 @@
+"""A deterministic stand-in for the crawled images, which the release does not ship.
+
+Each class has a backdrop of its own (a pattern and a border hue), so the class can be told at a
+glance, as a router's first step needs. Each entity has a signature drawn from a seed of its name:
+three shapes with their own kinds, colours, sizes and places on a 3x3 grid. Each image path is a
+seeded variation of its entity's signature (shift, per-shape jitter, colour jitter, noise), so
+two images of one entity look alike without being equal, and a model must recognise the entity
+by looking, on renders it has not seen. Same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+RENDERER_VERSION = "shapes-v1"
+SUPERSAMPLE = 4
+SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
+CLASS_STYLE = {  # pattern, border hue
+    "Animals": ("hstripes", 0.08), "Astronomy": ("dark", 0.66), "Buildings": ("vstripes", 0.0),
+    "Cartoon": ("checker", 0.83), "Corporation": ("plain", 0.55), "Movies": ("diagonal", 0.95),
+    "Personage": ("dots", 0.33), "Plants": ("gradient", 0.25), "TV series": ("grid", 0.15),
+}
+
+
+def _rng(*parts: str) -> np.random.Generator:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _colour(h: float, s: float, v: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@dataclass(frozen=True)
+class Signature:
+    background: tuple[int, int, int]
+    shapes: tuple[tuple[str, tuple[int, int, int], float, float, float], ...]  # kind, rgb, cx, cy, r
+
+
+def entity_signature(class_name: str, entity_id: str, seed: int = 0) -> Signature:
+    rng = _rng(RENDERER_VERSION, str(seed), "entity", class_name, entity_id)
+    background = _colour(rng.random(), 0.15 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
+    cells = rng.choice(9, size=3, replace=False)
+    shapes = []
+    for cell in cells:
+        kind = SHAPES[int(rng.integers(len(SHAPES)))]
+        rgb = _colour(rng.random(), 0.7 + 0.3 * rng.random(), 0.35 + 0.6 * rng.random())
+        cx = (cell % 3 + 0.5) / 3
+        cy = (cell // 3 + 0.5) / 3
+        radius = 0.11 + 0.07 * rng.random()
+        shapes.append((kind, rgb, cx, cy, radius))
+    return Signature(background, tuple(shapes))
+
+
+def _backdrop(draw: ImageDraw.ImageDraw, size: int, class_name: str, bg: tuple[int, int, int]) -> None:
+    pattern, hue = CLASS_STYLE.get(class_name, ("plain", 0.0))
+    ink = _colour(hue, 0.5, 0.55)
+    if pattern == "dark":
+        bg = tuple(int(c * 0.25) for c in bg)
+    draw.rectangle([0, 0, size, size], fill=bg)
+    step = size // 8
+    for i in range(0, size, step):
+        if pattern == "hstripes" and (i // step) % 2:
+            draw.rectangle([0, i, size, i + step // 3], fill=ink)
+        elif pattern == "vstripes" and (i // step) % 2:
+            draw.rectangle([i, 0, i + step // 3, size], fill=ink)
+        elif pattern == "diagonal":
+            draw.line([i, 0, 0, i], fill=ink, width=max(1, step // 4))
+        elif pattern == "grid":
+            draw.line([i, 0, i, size], fill=ink, width=max(1, step // 6))
+            draw.line([0, i, size, i], fill=ink, width=max(1, step // 6))
+        elif pattern == "dots":
+            for j in range(0, size, step):
+                draw.ellipse([i + step // 3, j + step // 3, i + step // 2, j + step // 2], fill=ink)
+        elif pattern == "checker":
+            for j in range(0, size, step):
+                if (i // step + j // step) % 2:
+                    draw.rectangle([i, j, i + step // 2, j + step // 2], fill=ink)
+        elif pattern == "gradient":
+            shade = tuple(int(c * (0.7 + 0.3 * i / size)) for c in ink)
+            draw.rectangle([0, i, size, i + step], fill=shade)
+    border = max(2, size // 16)
+    draw.rectangle([0, 0, size - 1, size - 1], outline=_colour(hue, 0.9, 0.9), width=border)
+
+
+def _shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, rgb) -> None:
+    box = [cx - r, cy - r, cx + r, cy + r]
+    if kind == "circle":
+        draw.ellipse(box, fill=rgb)
+    elif kind == "square":
+        draw.rectangle(box, fill=rgb)
+    elif kind == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=rgb)
+    elif kind == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=rgb)
+    elif kind == "ring":
+        draw.ellipse(box, outline=rgb, width=max(1, int(r * 0.45)))
+    elif kind == "cross":
+        w = r * 0.35
+        draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=rgb)
+        draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=rgb)
+
+
+def render_image(class_name: str, entity_id: str, image_path: str, size: int = 32, seed: int = 0) -> Image.Image:
+    """The synthetic picture for one image path of the release."""
+    sig = entity_signature(class_name, entity_id, seed)
+    rng = _rng(RENDERER_VERSION, str(seed), "image", image_path)
+    big = size * SUPERSAMPLE
+    canvas = Image.new("RGB", (big, big))
+    draw = ImageDraw.Draw(canvas)
+    _backdrop(draw, big, class_name, sig.background)
+    dx, dy = rng.uniform(-0.06, 0.06, size=2)
+    for kind, rgb, cx, cy, r in sig.shapes:
+        jx, jy = rng.uniform(-0.03, 0.03, size=2)
+        scale = rng.uniform(0.85, 1.15)
+        tint = np.clip(np.array(rgb) + rng.integers(-18, 19, size=3), 0, 255)
+        _shape(draw, kind, (cx + dx + jx) * big, (cy + dy + jy) * big, r * scale * big, tuple(int(c) for c in tint))
+    small = canvas.resize((size, size), Image.Resampling.LANCZOS)
+    pixels = np.asarray(small, dtype=np.int16) + rng.normal(0, 6, size=(size, size, 3)).round().astype(np.int16)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,32 @@
+"""Profiles: how much of the benchmark a run uses. `mini` runs end to end in minutes on 2 CPU
+cores; `full` is the whole benchmark for a GPU box; `tiny` is for the test-suite."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    entities_per_side: int | None  # forget (and retain) entities kept per task; None = all
+    max_train_images_per_entity: int | None  # distinct images per entity in train; None = all
+    image_size: int  # side of the synthetic renders, in pixels
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "tiny": Profile("tiny", entities_per_side=1, max_train_images_per_entity=3, image_size=32),
+    "mini": Profile("mini", entities_per_side=2, max_train_images_per_entity=6, image_size=32),
+    "full": Profile("full", entities_per_side=None, max_train_images_per_entity=None, image_size=224),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r} (MLU_PROFILE); choose one of {', '.join(PROFILES)}") from None
