@@ -40,7 +40,7 @@ class TableIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext):
         import pandas as pd
 
-        stem = self._stem(context.upstream_output if context.upstream_output else context)
+        stem = self._stem(context)
         if stem.with_suffix(".parquet").is_file():
             return pd.read_parquet(stem.with_suffix(".parquet"))
         if stem.with_suffix(".json").is_file():

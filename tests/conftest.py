@@ -1,0 +1,128 @@
+"""Shared fixtures: real copies of the release (broken on purpose where a test needs it), a real
+HTTP server on 127.0.0.1 standing in for upstream, and isolated stores per test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlu_training.data.release import COMPONENTS, ReleaseResolver
+from mlu_training.paths import default_shared_release_dir
+
+SHARED = default_shared_release_dir()
+
+# Nothing a test does may reach a hub or write outside its temporary folders.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def official_tree(tmp_path_factory) -> Path:
+    """The official release, extracted once for the whole session (read-only by convention)."""
+    if not SHARED.is_dir():
+        pytest.fail(f"the MLUBench release is expected at {SHARED} (../shared beside the project)")
+    cache = tmp_path_factory.mktemp("release-cache")
+    return ReleaseResolver(cache, shared_dir=SHARED, upstream_base_url=None).resolve().root
+
+
+def zip_tree(src: Path, prefix: str, dest: Path) -> None:
+    """Zip every file under src as prefix/<relative path> (UTF-8 names)."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                zf.write(p, prefix + p.relative_to(src).as_posix())
+
+
+def make_release_copy(official_tree: Path, dest: Path, edit=None, manifest: bool = True) -> Path:
+    """A folder of the three release archives built from the official tree after `edit(tree)`,
+    with a SHA256SUMS that matches them (a user's own release, as MLU_MLUBENCH_PATH takes it)."""
+    work = dest.parent / f".{dest.name}-tree"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(official_tree, work)
+    if edit:
+        edit(work)
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for c in COMPONENTS:
+        zip_tree(work / c.tree, f"{c.tree}/", dest / c.archive)
+        lines.append(f"{hashlib.sha256((dest / c.archive).read_bytes()).hexdigest()}  {c.archive}")
+    if manifest:
+        (dest / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(work)
+    return dest
+
+
+def edit_json(tree: Path, relpath: str, change) -> None:
+    path = tree / relpath
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+class FakeUpstream:
+    """A real HTTP server on 127.0.0.1 serving files, with failures to inject per path."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.failures: dict[str, list[int]] = {}  # path -> statuses to answer first
+        self.requests: list[str] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                upstream.requests.append(self.path)
+                queue = upstream.failures.get(self.path)
+                if queue:
+                    self.send_response(queue.pop(0))
+                    self.end_headers()
+                    return
+                body = upstream.files.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/repo/raw/main"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_upstream(official_tree, tmp_path):
+    """Upstream as GitHub has it: MLUBench.zip, and the eval and template folders inside
+    LLaVA_unlearning_main.zip (next to code we do not need)."""
+    server = FakeUpstream()
+    server.files["/repo/raw/main/MLUBench.zip"] = (SHARED / "MLUBench.zip").read_bytes()
+    llava = tmp_path / "LLaVA_unlearning_main.zip"
+    with zipfile.ZipFile(llava, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("LLaVA_unlearning_main/train.py", "print('not ours')\n")
+        for c in COMPONENTS[1:]:
+            for p in sorted((official_tree / c.tree).rglob("*")):
+                if p.is_file():
+                    zf.write(p, f"LLaVA_unlearning_main/{c.tree}/{p.relative_to(official_tree / c.tree).as_posix()}")
+    server.files["/repo/raw/main/LLaVA_unlearning_main.zip"] = llava.read_bytes()
+    yield server
+    server.close()
