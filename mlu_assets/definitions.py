@@ -12,7 +12,8 @@ from mlu_training import paths
 
 from .benchmark import assets as benchmark_assets
 from .io import TableIOManager
-from .resources import BenchmarkSettings, MLflowTracking
+from .models import assets as model_assets
+from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
 from .settings import setting
 
 data_dir = setting("MLU_DATA_DIR", str(paths.default_data_dir()))
@@ -23,7 +24,7 @@ benchmark_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([benchmark_assets]),
+    assets=dg.load_assets_from_modules([benchmark_assets, model_assets]),
     jobs=[benchmark_job],
     resources={
         "benchmark": BenchmarkSettings(
@@ -33,6 +34,14 @@ defs = dg.Definitions(
             mlubench_path=setting("MLU_MLUBENCH_PATH", None),
             upstream_url=setting("MLU_MLUBENCH_UPSTREAM", BenchmarkSettings.model_fields["upstream_url"].default),
             images_dir=setting("MLU_IMAGES_DIR", None),
+        ),
+        "models": ModelSettings(base_model_path=setting("MLU_BASE_MODEL", None)),
+        "judge": JudgeSettings(
+            backend=setting("MLU_JUDGE", "local"),
+            model=setting("MLU_JUDGE_MODEL", "gpt-4o"),
+            base_url=setting("OPENAI_BASE_URL", None),
+            api_key=setting("OPENAI_API_KEY", None),
+            cache_url=setting("MLU_API_CACHE_URL", None),
         ),
         "mlflow": MLflowTracking(tracking_uri=setting("MLFLOW_TRACKING_URI", paths.default_tracking_uri())),
         "io_manager": TableIOManager(base_dir=data_dir),

@@ -43,3 +43,36 @@ class MLflowTracking(dg.ConfigurableResource):
 
     tracking_uri: str = paths.default_tracking_uri()  # MLFLOW_TRACKING_URI
     experiment: str = "mlubench"
+
+
+class JudgeSettings(dg.ConfigurableResource):
+    """Who scores answers: `local` rules (default, offline) or an OpenAI-compatible endpoint."""
+
+    backend: str = "local"  # MLU_JUDGE: local | openai
+    model: str = "gpt-4o"  # MLU_JUDGE_MODEL
+    base_url: str | None = None  # OPENAI_BASE_URL
+    api_key: str | None = None  # OPENAI_API_KEY: only ever an EnvVar, never logged
+    cache_url: str | None = None  # MLU_API_CACHE_URL; default a SQLite file in MLU_DATA_DIR
+    concurrency: int = 8
+
+    def build(self, data_dir: str):
+        from mlu_training.judge import LocalJudge
+
+        if self.backend == "local":
+            return LocalJudge()
+        if self.backend == "openai":
+            from mlu_training.judge import OpenAIJudge
+
+            return OpenAIJudge(self.model, base_url=self.base_url, api_key=self.api_key,
+                               cache_url=self.cache_url or f"sqlite:///{Path(data_dir) / 'api_cache.sqlite'}",
+                               concurrency=self.concurrency)
+        raise ValueError(f"MLU_JUDGE={self.backend!r}: choose local or openai")
+
+    def describe(self) -> str:
+        return "local rules" if self.backend == "local" else f"{self.model} at {self.base_url or 'api.openai.com'}"
+
+
+class ModelSettings(dg.ConfigurableResource):
+    """Which base model: a local checkpoint folder (MLU_BASE_MODEL) or the in-project tiny LLaVA."""
+
+    base_model_path: str | None = None  # MLU_BASE_MODEL

@@ -57,3 +57,55 @@ def log_benchmark_splits(tracking_uri: str, splits, profile: dict, digest: str, 
             mlflow.log_input(dataset, context=split)
             mlflow.log_metric(f"rows/{split}", len(part))
         return run.info.run_id
+
+
+def _pip_requirements() -> list[str]:
+    """Explicit: letting MLflow infer them imports torchvision, which is absent on CPU boxes."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "transformers", "tokenizers", "pillow", "pandas")]
+
+
+def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir: str, run_name: str,
+                        run_tags: dict[str, str], version_tags: dict[str, str], params: dict,
+                        metrics: dict[str, float], curves: dict[str, list[float]] | None = None,
+                        experiment: str = EXPERIMENT) -> dict:
+    """Log a checkpoint as a pyfunc model in its own run, register it as a new version of
+    `registered_name`, tag the version; returns version, model URI and run id."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    from .models.pyfunc import VisionLanguagePyfunc
+
+    with start_run(tracking_uri, run_name, run_tags, experiment) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        now = int(time.time() * 1000)
+        history = [Metric(name, float(v), now, step) for name, values in (curves or {}).items()
+                   for step, v in enumerate(values)]
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        for start in range(0, len(history), 900):
+            client.log_batch(run.info.run_id, metrics=history[start:start + 900])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=VisionLanguagePyfunc(), artifacts={"checkpoint": str(checkpoint_dir)},
+            pip_requirements=_pip_requirements(), registered_model_name=registered_name,
+        )
+        version = str(info.registered_model_version)
+        for k, v in version_tags.items():
+            client.set_model_version_tag(registered_name, version, k, str(v))
+        return {"version": version, "model_uri": f"models:/{registered_name}/{version}", "run_id": run.info.run_id}
+
+
+def find_model_version(tracking_uri: str, registered_name: str, tags: dict[str, str]):
+    """The newest registered version whose tags include all of `tags`, or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{registered_name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    return max(matching, key=lambda v: int(v.version)) if matching else None

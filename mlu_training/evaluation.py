@@ -1,0 +1,38 @@
+"""Asking a model the benchmark's questions and judging the answers, in batches."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+from PIL import Image
+
+from .judge.base import Judge, JudgeItem
+
+
+def image_loader(crawls: pd.DataFrame):
+    """image path of the release -> PIL image (RGB), each file read once."""
+    files = dict(zip(crawls["image"], crawls["file"]))
+    loaded: dict[str, Image.Image] = {}
+
+    def load(path: str) -> Image.Image:
+        if path not in loaded:
+            with Image.open(files[path]) as im:
+                loaded[path] = im.convert("RGB")
+        return loaded[path]
+
+    return load
+
+
+def answer(vlm, items: pd.DataFrame, load_image, batch_size: int = 32, max_new_tokens: int = 96) -> list[str]:
+    return vlm.generate([load_image(p) for p in items["image"]], items["question"].tolist(),
+                        batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+
+def judge(judge: Judge, kind: str, items: pd.DataFrame, responses: Sequence[str]) -> pd.DataFrame:
+    """score (Int64, <NA> when missing) and reason per item, aligned with items."""
+    batch = [JudgeItem(s, q, gt, r) for s, q, gt, r in
+             zip(items["entity"], items["question"], items["answer"], responses)]
+    out = judge.score_batch(kind, batch)
+    return pd.DataFrame({"score": pd.array([j.score for j in out], dtype="Int64"),
+                         "judge_reason": [j.reason for j in out]}, index=items.index)

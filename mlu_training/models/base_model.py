@@ -1,0 +1,79 @@
+"""The base model: a local checkpoint (MLU_BASE_MODEL), or the in-project tiny LLaVA taught
+every entity of the profile. A tiny model is rebuilt only when its data or settings change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..texts import REFUSAL_ANSWER
+from .sft import SFTConfig, train_sft
+from .tiny_llava import TinyLlavaConfig, build_tiny_llava, torch_threads
+
+RECIPE_VERSION = "tiny-llava-v1"  # bump when the build or training code changes what it makes
+MANIFEST = "mlu_base_model.json"
+
+
+@dataclass
+class BaseModel:
+    path: Path
+    source: str  # "tiny" | "checkpoint"
+    num_parameters: int
+    train_losses: list[float]
+    reused: bool
+    key: str
+
+    @property
+    def final_loss(self) -> float | None:
+        return float(sum(self.train_losses[-10:]) / len(self.train_losses[-10:])) if self.train_losses else None
+
+
+def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig) -> str:
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict()],
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_dir: Path,
+                     tiny: TinyLlavaConfig = TinyLlavaConfig(), sft: SFTConfig = SFTConfig(),
+                     progress: Callable[[int, float], None] | None = None) -> BaseModel:
+    """Train (or reuse) the tiny LLaVA on every train pair of the profile, with its image."""
+    key = recipe_key(data_digest, tiny, sft)
+    out = Path(models_dir) / "base" / key[:16]
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        info = json.loads(manifest.read_text())
+        return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key)
+    torch_threads()
+    train = splits[splits["split"] == "train"]
+    # The tokenizer sees every text the later steps use, refusals included.
+    texts = pd.concat([splits["question"], splits["answer"]]).tolist() + [REFUSAL_ANSWER]
+    vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
+    losses = train_sft(vlm, [load_image(p) for p in train["image"]], train["question"].tolist(),
+                       train["answer"].tolist(), sft, progress)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vlm.save(tmp)
+    info = {"key": key, "recipe": RECIPE_VERSION, "data_digest": data_digest, "tiny": tiny.as_dict(),
+            "sft": sft.as_dict(), "num_parameters": vlm.num_parameters(), "train_losses": losses}
+    (tmp / MANIFEST).write_text(json.dumps(info))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # a half-written model is never found at `out`
+    return BaseModel(out, "tiny", vlm.num_parameters(), losses, False, key)
+
+
+def checkpoint_base_model(path: str) -> BaseModel:
+    """A user's checkpoint (LLaVA-1.6, Qwen-VL…) taken as it is."""
+    from .vlm import ModelNotFoundError
+
+    p = Path(path).expanduser()
+    if not (p / "config.json").is_file():
+        raise ModelNotFoundError(f"MLU_BASE_MODEL={path}: no config.json there (a local checkpoint folder is needed)")
+    config = json.loads((p / "config.json").read_text())
+    digest = hashlib.sha256((p / "config.json").read_bytes()).hexdigest()
+    return BaseModel(p, "checkpoint", int(config.get("num_parameters", 0)), [], True, digest)

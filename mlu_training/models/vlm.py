@@ -1,0 +1,137 @@
+"""One interface to any image-text-to-text checkpoint on local disk (LLaVA, LLaVA-NeXT, Qwen-VL…).
+
+Loading goes through transformers' auto classes and the checkpoint's own processor; prompts go
+through the processor's chat template; generation is batched, greedy and left-padded; training
+batches mask everything but the answer. Nothing here reaches a hub: `local_files_only` always.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+IGNORE_INDEX = -100
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def user_message(question: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+@dataclass
+class VisionLanguageModel:
+    model: torch.nn.Module
+    processor: object
+    path: str | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"no model at {path}: expected a local checkpoint folder with config.json "
+                "(MLU_BASE_MODEL takes a path; nothing is downloaded)")
+        hf_logging.disable_progress_bar()
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code,
+            dtype=dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32))
+        model.to(device or default_device()).eval()
+        return cls(model, processor, str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.model.save_pretrained(path)  # safetensors
+        self.processor.save_pretrained(path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # -- prompts -----------------------------------------------------------------------------
+    def prompts(self, questions: Sequence[str]) -> list[str]:
+        return [self.processor.apply_chat_template(user_message(q), add_generation_prompt=True, tokenize=False)
+                for q in questions]
+
+    def _encode_prompts(self, images: Sequence[Image.Image], questions: Sequence[str], padding_side: str):
+        tok = self.tokenizer
+        old = tok.padding_side
+        tok.padding_side = padding_side
+        try:
+            return self.processor(text=self.prompts(questions), images=list(images), padding=True, return_tensors="pt")
+        finally:
+            tok.padding_side = old
+
+    # -- training batches --------------------------------------------------------------------
+    def training_batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str],
+                       max_answer_tokens: int = 160) -> dict[str, torch.Tensor]:
+        """Prompt + answer + end-of-sequence, right-padded; labels only on the answer tokens."""
+        tok = self.tokenizer
+        prompt = self._encode_prompts(images, questions, padding_side="right")
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
+        answer_ids = [ids[:max_answer_tokens] + [tok.eos_token_id]
+                      for ids in tok([" " + a.strip() for a in answers], add_special_tokens=False)["input_ids"]]
+        length = max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        input_ids = torch.full((len(answers), length), pad, dtype=torch.long)
+        labels = torch.full((len(answers), length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(answers), length), dtype=torch.long)
+        for i, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
+            input_ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+            labels[i, len(p): len(p) + len(a)] = torch.tensor(a)
+            attention[i, : len(p) + len(a)] = 1
+        batch = {k: v for k, v in prompt.items() if k not in ("input_ids", "attention_mask")}
+        batch.update(input_ids=input_ids, attention_mask=attention, labels=labels)
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
+                 max_new_tokens: int = 64, **generate_kwargs) -> list[str]:
+        """Greedy answers, batched with left padding; items are grouped by prompt length so that
+        little padding is computed, and returned in the order given."""
+        order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
+        answers: list[str] = [""] * len(questions)
+        self.model.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start: start + batch_size]
+            batch = self._encode_prompts([images[i] for i in idx], [questions[i] for i in idx], "left").to(self.device)
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
+            texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(idx, texts):
+                answers[i] = text.strip()
+        return answers

@@ -1,0 +1,1 @@
+"""Small servers mlu can run itself (an OpenAI-compatible endpoint for offline use and tests)."""
