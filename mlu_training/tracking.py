@@ -77,7 +77,7 @@ def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir:
     import mlflow
     from mlflow.entities import Metric
 
-    from .models.pyfunc import VisionLanguagePyfunc
+    from .models import pyfunc
 
     with start_run(tracking_uri, run_name, run_tags, experiment) as run:
         mlflow.log_params(params)
@@ -89,8 +89,8 @@ def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir:
         for start in range(0, len(history), 900):
             client.log_batch(run.info.run_id, metrics=history[start:start + 900])
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=VisionLanguagePyfunc(), artifacts={"checkpoint": str(checkpoint_dir)},
-            pip_requirements=_pip_requirements(), registered_model_name=registered_name,
+            name="model", python_model=pyfunc.__file__, artifacts={"checkpoint": str(checkpoint_dir)},
+            signature=pyfunc.signature(), pip_requirements=_pip_requirements(), registered_model_name=registered_name,
         )
         version = str(info.registered_model_version)
         for k, v in version_tags.items():

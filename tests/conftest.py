@@ -126,3 +126,34 @@ def fake_upstream(official_tree, tmp_path):
     server.files["/repo/raw/main/LLaVA_unlearning_main.zip"] = llava.read_bytes()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_world(official_tree, tmp_path_factory):
+    """The `tiny` profile's tables and images, built from the real release."""
+    from mlu_training.data.catalog import build_entity_catalog, read_entity_lists
+    from mlu_training.data.crawls import build_raw_crawls
+    from mlu_training.data.qa import build_qa_pairs, read_all_records
+    from mlu_training.data.questions import QuestionBook
+    from mlu_training.data.records import CLASSES, ROLES, TASKS
+    from mlu_training.data.splits import build_splits, splits_digest
+    from mlu_training.evaluation import image_loader
+    from mlu_training.profiles import get_profile
+
+    train, evaluation = read_all_records(official_tree)
+    catalog, _ = build_entity_catalog(train, read_entity_lists(official_tree, TASKS, ROLES))
+    qa = build_qa_pairs(train + evaluation, QuestionBook.from_release(official_tree, CLASSES), catalog)
+    splits = build_splits(qa, catalog, get_profile("tiny"))
+    crawls = build_raw_crawls(splits["image"].tolist(), tmp_path_factory.mktemp("images"), size=32)
+    return {"catalog": catalog, "splits": splits, "crawls": crawls, "digest": splits_digest(splits),
+            "load_image": image_loader(crawls)}
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_world, tmp_path_factory):
+    """A tiny LLaVA taught the tiny profile (a short course: enough to know most of it)."""
+    from mlu_training.models.base_model import build_base_model
+    from mlu_training.models.sft import SFTConfig
+
+    return build_base_model(tiny_world["splits"], tiny_world["load_image"], tiny_world["digest"],
+                            tmp_path_factory.mktemp("models"), sft=SFTConfig(steps=120, batch_size=16))

@@ -67,7 +67,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
             "mlu.source": model.source, "mlu.num_parameters": str(model.num_parameters)}
     existing = find_model_version(mlflow.tracking_uri, REGISTERED_BASE, {"mlu.recipe_key": model.key})
     if existing is not None:
-        registered = {"version": existing.version, "model_uri": f"models:/{REGISTERED_BASE}/{existing.version}",
+        registered = {"version": str(existing.version), "model_uri": f"models:/{REGISTERED_BASE}/{existing.version}",
                       "run_id": existing.run_id}
     else:
         registered = register_checkpoint(

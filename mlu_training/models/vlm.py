@@ -16,6 +16,9 @@ import torch
 from PIL import Image
 
 IGNORE_INDEX = -100
+# Architectures whose decoding is plain 1-D positions over a KV cache: our greedy loop serves them
+# (it drops finished rows as it goes). Others (Qwen-VL's 3-D rope, say) use transformers' generate.
+LEAN_GREEDY_MODEL_TYPES = {"llava", "llava_next"}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -124,14 +127,45 @@ class VisionLanguageModel:
         """Greedy answers, batched with left padding; items are grouped by prompt length so that
         little padding is computed, and returned in the order given."""
         order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
-        answers: list[str] = [""] * len(questions)
         self.model.eval()
+        lean = self.model.config.model_type in LEAN_GREEDY_MODEL_TYPES and not generate_kwargs
+        tokens: dict[int, list[int]] = {}
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             batch = self._encode_prompts([images[i] for i in idx], [questions[i] for i in idx], "left").to(self.device)
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
-            texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(idx, texts):
-                answers[i] = text.strip()
-        return answers
+            if lean:
+                tokens.update(zip(idx, self._greedy(batch, max_new_tokens)))
+            else:
+                out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                          pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
+                tokens.update(zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()))
+        texts = self.tokenizer.batch_decode([tokens[i] for i in range(len(questions))], skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    def _greedy(self, batch, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding that drops each row from the batch (and its KV cache) once it has
+        ended, instead of computing padding until the longest answer is done. Same tokens as
+        transformers' greedy generate: positions count real tokens only, as there."""
+        eos = self.tokenizer.eos_token_id
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache, last = out.past_key_values, positions[:, -1]
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
+        for step in range(max_new_tokens):
+            chosen = out.logits[:, -1].argmax(-1)
+            for row, token in zip(rows.tolist(), chosen.tolist()):
+                tokens[row].append(token)
+            running = chosen != eos
+            if step == max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():
+                keep = running.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, mask, last, chosen = rows[keep], mask[keep], last[keep], chosen[keep]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            last = last + 1
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last[:, None],
+                             past_key_values=cache, use_cache=True)
+        return tokens

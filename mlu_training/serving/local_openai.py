@@ -34,6 +34,8 @@ class LocalChatServer:
         self.faults: deque[Fault] = deque()
         self.requests = 0  # every request received
         self.answered = 0  # requests answered 200 with a completion
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it was serving at once
         self._lock = threading.Lock()
         server = self
 
@@ -62,7 +64,16 @@ class LocalChatServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server._lock:
                     server.requests += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     fault = server.faults.popleft() if server.faults else None
+                try:
+                    self._answer(body, fault)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict, fault: Fault | None) -> None:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 time.sleep(server.latency_s + (fault.delay_s if fault else 0.0))

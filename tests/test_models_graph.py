@@ -1,0 +1,72 @@
+"""The models group materialized for real: the base model trained, registered in MLflow and
+loaded back from the registry; the knowledge filter keeping what the model knows."""
+
+import dagster as dg
+import mlflow
+import pandas as pd
+from conftest import SHARED
+
+from mlu_assets.benchmark import assets as benchmark_assets
+from mlu_assets.io import TableIOManager
+from mlu_assets.models import assets as model_assets
+from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
+from mlu_training.data.splits import splits_digest
+from mlu_training.models.vlm import VisionLanguageModel
+
+RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": 40, "batch_size": 16}}}}
+
+
+def test_base_model_and_knowledge_filter(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    resources = {
+        "benchmark": BenchmarkSettings(profile="tiny", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                                       shared_release_dir=str(SHARED), upstream_url=None),
+        "models": ModelSettings(), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
+        "io_manager": TableIOManager(base_dir=str(tmp_path / "data")),
+    }
+    assets = dg.load_assets_from_modules([benchmark_assets, model_assets])
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance)
+    assert result.success
+
+    base = result.output_for_node("base_model")
+    splits = result.output_for_node("benchmark_splits")
+    assert base["source"] == "tiny" and base["version"] == "1" and base["model_uri"] == "models:/mlu-base-model/1"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version("mlu-base-model", "1")
+    assert version.tags["mlu.profile"] == "tiny"
+    assert version.tags["mlu.data_digest"] == splits_digest(splits)
+    assert int(version.tags["mlu.num_parameters"]) == base["num_parameters"]
+    assert float(version.tags["mlu.train_loss"]) == round(base["train_loss"], 4)
+    assert len(client.get_metric_history(base["run_id"], "train/loss")) == 40
+
+    # The registered model loads back from the registry and answers like the checkpoint.
+    items = splits[splits["split"] == "eval"].head(4)
+    crawls = result.output_for_node("raw_crawls").set_index("image")
+    frame = pd.DataFrame({"image": [crawls.loc[p, "file"] for p in items["image"]], "question": items["question"]})
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    from_registry = mlflow.pyfunc.load_model("models:/mlu-base-model/1").predict(frame)
+    direct = VisionLanguageModel.load(base["path"])
+    from PIL import Image
+    assert list(from_registry) == direct.generate([Image.open(f).convert("RGB") for f in frame["image"]],
+                                                  frame["question"].tolist())
+
+    kept = result.output_for_node("knowledge_filter")
+    evaluation = splits[splits["split"] == "eval"]
+    assert (kept["base_score"] >= 2).all() and set(kept["qa_id"]) <= set(evaluation["qa_id"])
+    assert {"base_response", "base_score", "judge_reason"} <= set(kept.columns)
+    meta = result.asset_materializations_for_node("knowledge_filter")[0].metadata
+    assert meta["num_items"].value == len(evaluation)
+    assert meta["kept_fraction"].value == round(len(kept) / len(evaluation), 3)
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "kept_at_least_half"]
+    fractions = (evaluation.assign(kept=evaluation["qa_id"].isin(kept["qa_id"])).groupby(["task", "role"])["kept"].mean())
+    assert check.passed == bool((fractions >= 0.5).all())
+
+    # Run again: the same recipe is reused, not retrained nor registered twice.
+    again = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
+                           selection=["base_model"])
+    assert again.success
+    assert again.asset_materializations_for_node("base_model")[0].metadata["reused"].value is True
+    assert again.output_for_node("base_model")["version"] == "1"
+    assert len(client.search_model_versions("name = 'mlu-base-model'")) == 1
