@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@touch $@
 
 run: setup  ## materialize the main job into dagster_home/ (embedded SQLite, no network)
-	$(BIN)/dagster asset materialize -m mlu_assets.definitions --select '*'
+	$(BIN)/mlu run
 
 test: setup  ## the whole test-suite
 	$(BIN)/python -m pytest

@@ -13,6 +13,7 @@ from mlu_training import paths
 from .benchmark import assets as benchmark_assets
 from .io import TableIOManager
 from .models import assets as model_assets
+from .unlearning import assets as unlearning_assets
 from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
 from .settings import setting
 
@@ -24,7 +25,7 @@ benchmark_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([benchmark_assets, model_assets]),
+    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets]),
     jobs=[benchmark_job],
     resources={
         "benchmark": BenchmarkSettings(

@@ -109,3 +109,49 @@ def find_model_version(tracking_uri: str, registered_name: str, tags: dict[str, 
         return None
     matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
     return max(matching, key=lambda v: int(v.version)) if matching else None
+
+
+def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir: Path,
+                 experiment: str = EXPERIMENT) -> str:
+    """One MLflow run per unlearning sequence: the config as params, every X-UY metric, stability,
+    ROUGE-L, paraphrase results, loss curves per task, the heatmaps and the answers."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    from .report import heatmap_png
+
+    config = result.config
+    name = f"{config.method}-{config.order}"
+    with start_run(tracking_uri, name, tags, experiment) as run:
+        mlflow.log_params(config.as_dict())
+        mlflow.log_metrics(result.metrics())
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        now = int(time.time() * 1000)
+        curves = [Metric(f"train/loss/U{task}", float(v), now, step)
+                  for task, values in result.losses.items() for step, v in enumerate(values)]
+        for start in range(0, len(curves), 900):
+            client.log_batch(run.info.run_id, metrics=curves[start:start + 900])
+        artifacts_dir = Path(artifacts_dir)
+        for kind in ("forget_quality", "utility"):
+            heatmap_png(result.matrix(kind), f"{config.method} {kind.replace('_', ' ')} (X-UY)",
+                        artifacts_dir / f"{kind}_heatmap.png")
+            mlflow.log_artifact(str(artifacts_dir / f"{kind}_heatmap.png"), "heatmaps")
+        answers = artifacts_dir / "answers.jsonl"
+        result.evaluations.to_json(answers, orient="records", lines=True, force_ascii=False)
+        mlflow.log_artifact(str(answers), "answers")
+        return run.info.run_id
+
+
+def find_run(tracking_uri: str, tags: dict[str, str], experiment: str = EXPERIMENT):
+    """The newest finished run of the experiment carrying all of `tags`, or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None

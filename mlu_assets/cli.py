@@ -1,0 +1,81 @@
+"""`mlu run`: the main job on the embedded defaults, recorded in DAGSTER_HOME like a UI launch.
+
+First the benchmark and models groups, then one run per unlearning method (a partition each),
+then a summary. What is up to date is reused (the base model, finished sequences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _summary(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Unlearning sequences (mean over tasks after the last request)")
+    for col in ("method", "order", "forget quality", "utility", "stability FQ", "stability utility", "seconds"):
+        table.add_column(col, justify="right" if col not in ("method", "order") else "left")
+    for r in rows:
+        table.add_row(r["method"], r["order"], f"{r['fq']:.2f}", f"{r['utility']:.2f}", f"{r['stab_fq']:.2f}",
+                      f"{r['stab_ut']:.2f}", f"{r['seconds']:.0f}")
+    Console().print(table)
+
+
+def run(methods: list[str]) -> int:
+    import dagster as dg
+
+    from .definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    assets = list(defs.assets)
+    started = time.perf_counter()
+    print("mlu: benchmark and models …", flush=True)
+    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                            selection=dg.AssetSelection.groups("benchmark", "models"))
+    if not result.success:
+        print("mlu: the benchmark or models group failed; see the run in the Dagster UI", file=sys.stderr)
+        return 1
+    rows = []
+    for method in methods:
+        t = time.perf_counter()
+        print(f"mlu: unlearning with {method} …", flush=True)
+        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                                selection=["unlearning_sequence"], partition_key=method)
+        if not result.success:
+            print(f"mlu: {method} failed; see the run in the Dagster UI", file=sys.stderr)
+            return 1
+        value = result.output_for_node("unlearning_sequence")
+        last = f"U{value['order'][-1]}"
+        fq = [v for v in value["forget_quality"][last].values() if v is not None]
+        ut = [v for v in value["utility"][last].values() if v is not None]
+        rows.append({"method": method, "order": value["order"], "fq": sum(fq) / max(1, len(fq)),
+                     "utility": sum(ut) / max(1, len(ut)), "stab_fq": value["metrics"]["stability/forget_quality"],
+                     "stab_ut": value["metrics"]["stability/utility"], "seconds": time.perf_counter() - t})
+    _summary(rows)
+    print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
+          "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlu_training.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="mlu", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="the main job")
+    p_run.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        methods = [m for m in args.methods.split(",") if m]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            parser.error(f"unknown method(s) {', '.join(unknown)}")
+        return run(methods)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

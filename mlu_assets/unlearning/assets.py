@@ -1,0 +1,74 @@
+"""Group `unlearning`: the baseline methods, each run over the whole task sequence (A→B→C→D by
+default) on a backbone that every step modifies. One partition per registered method."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlu_training.methods import METHODS
+
+from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking
+
+GROUP = "unlearning"
+method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
+
+
+class UnlearningSequenceConfig(dg.Config):
+    """The sequence's settings, editable in the Launchpad (defaults suit the tiny model)."""
+
+    order: str = "ABCD"  # any permutation of the tasks, e.g. CABD
+    steps: int = 20  # optimisation steps per task
+    batch_size: int = 8
+    lr: float = 3e-4  # language-model LoRA
+    projector_lr: float = 1e-3
+    vision_lr: float = 1e-4
+    beta: float = 0.1  # npo, po
+    retain_weight: float = 1.0  # gd, kl
+    lora_rank: int = 32
+    lora_alpha: int = 32
+    targets: str = "language"  # language | projector | vision_tower | vision | both
+    seed: int = 0
+    max_new_tokens: int = 64
+
+
+@dg.asset(group_name=GROUP, partitions_def=method_partitions, kinds={"pytorch", "mlflow"},
+          retry_policy=dg.RetryPolicy(max_retries=1))  # a crashed attempt resumes from its last finished step
+def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSequenceConfig, knowledge_filter,
+                        benchmark_splits, raw_crawls, base_model: dict, benchmark: BenchmarkSettings,
+                        judge: JudgeSettings, mlflow: MLflowTracking):
+    """One baseline method over the task sequence: after each task, every task's forget quality
+    and utility (X-UY) on the items the base model knows. Logged as one MLflow run."""
+    from mlu_training.evaluation import image_loader
+    from mlu_training.lifelong import UnlearningConfig, run_sequence, sequence_key
+    from mlu_training.report import markdown
+    from mlu_training.tracking import find_run, log_sequence
+
+    method = context.partition_key
+    cfg = UnlearningConfig(method=method, **config.model_dump())
+    key = sequence_key(cfg, base_model["key"], base_model["data_digest"])
+    work_dir = Path(benchmark.data_dir) / "sequences" / method / key[:16]
+
+    def progress(index: int, task: str, phase: str) -> None:
+        context.log.info(f"{method} {cfg.order}: step {index + 1}/{len(cfg.order)} (task {task}) {phase}")
+
+    result = run_sequence(base_model["path"], benchmark_splits[benchmark_splits["split"] == "train"], knowledge_filter,
+                          image_loader(raw_crawls), judge.build(benchmark.data_dir), cfg, work_dir, progress)
+    tags = {"mlu.kind": "unlearning_sequence", "mlu.method": method, "mlu.order": cfg.order,
+            "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.sequence_key": key,
+            "mlu.judge": judge.describe()}
+    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key}, mlflow.experiment)
+    run_id = previous.info.run_id if previous and result.resumed_from == len(cfg.order) else \
+        log_sequence(mlflow.tracking_uri, result, tags, work_dir / "artifacts", mlflow.experiment)
+    fq, ut = result.matrix("forget_quality"), result.matrix("utility")
+    metrics = result.metrics()
+    value = {"method": method, "order": cfg.order, "sequence_key": key, "run_id": run_id,
+             "forget_quality": fq.to_dict(), "utility": ut.to_dict(), "metrics": metrics}
+    return dg.Output(value, metadata={
+        "forget_quality_X_UY": dg.MetadataValue.md(markdown(fq)),
+        "utility_X_UY": dg.MetadataValue.md(markdown(ut)),
+        "stability_forget_quality": metrics["stability/forget_quality"],
+        "stability_utility": metrics["stability/utility"],
+        "judge_missing": int(metrics["judge/missing"]),
+        "steps_reused": result.resumed_from, "mlflow_run_id": run_id,
+        "work_dir": dg.MetadataValue.path(str(work_dir)),
+    })

@@ -1,0 +1,249 @@
+"""The lifelong protocol for the baselines: unlearn task after task, each on the backbone the
+previous one left behind, and evaluate every task after every step.
+
+Step t: a fresh LoRA adapter is trained on task t's forget train set (and, for methods that use
+it, its retain train set), merged into the backbone (baselines modify the backbone: that is the
+point), checkpointed, and the model is asked every evaluation item of every task. X-UY is task X
+evaluated after unlearning task Y. A finished step is never redone: after a crash, the sequence
+resumes from the last finished step's checkpoint and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .judge import FORGET, RETAIN
+from .metrics import rouge_l, score_ratio
+from .texts import REFUSAL_ANSWER
+
+DONE = "DONE"
+
+
+@dataclass(frozen=True)
+class UnlearningConfig:
+    method: str
+    order: str = "ABCD"
+    steps: int = 20  # optimisation steps per task
+    batch_size: int = 8
+    lr: float = 3e-4  # language-model LoRA (the tiny model; GA at this rate collapses gradually, as in the paper)
+    projector_lr: float = 1e-3
+    vision_lr: float = 1e-4
+    beta: float = 0.1  # npo, po
+    retain_weight: float = 1.0  # gd, kl
+    lora_rank: int = 32
+    lora_alpha: int = 32
+    targets: str = "language"  # language | projector | vision_tower | vision | both
+    seed: int = 0
+    max_new_tokens: int = 64
+    eval_batch_size: int = 32
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self, tasks: set[str]) -> None:
+        if sorted(self.order) != sorted(set(self.order)) or not set(self.order) <= tasks:
+            raise ValueError(f"order {self.order!r}: a permutation of tasks {''.join(sorted(tasks))} is needed")
+
+
+@dataclass
+class SequenceResult:
+    config: UnlearningConfig
+    evaluations: pd.DataFrame  # one row per (step, item): response, score, rouge_l
+    losses: dict[str, list[float]] = field(default_factory=dict)  # task unlearned -> loss per step
+    resumed_from: int = 0  # steps found finished when the run started
+
+    def matrix(self, kind: str) -> pd.DataFrame:
+        """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
+        items, utility on retain items; judged items only."""
+        role = FORGET if kind == "forget_quality" else RETAIN
+        part = self.evaluations[self.evaluations["role"] == role]
+        table = {f"U{y}": {x: score_ratio(g["score"]).value for x, g in part[part["unlearned"] == y].groupby("task")}
+                 for y in self.config.order}
+        return pd.DataFrame(table).reindex(sorted(part["task"].unique()))
+
+    def rouge_matrix(self, role: str) -> pd.DataFrame:
+        part = self.evaluations[self.evaluations["role"] == role]
+        return part.pivot_table(index="task", columns="unlearned", values="rouge_l", aggfunc="mean").rename(
+            columns=lambda y: f"U{y}")[[f"U{y}" for y in self.config.order if y in set(part["unlearned"])]]
+
+    def stability(self, kind: str) -> float:
+        """Σ_t |P(M_t, t) − P(M_T, t)|: how far each task's score drifted from right after it was
+        unlearned to the end of the sequence (0 = perfectly stable)."""
+        m = self.matrix(kind)
+        last = f"U{self.config.order[-1]}"
+        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.config.order
+                         if pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
+
+    def metrics(self) -> dict[str, float]:
+        """The MLflow metrics of the tracking contract."""
+        out: dict[str, float] = {}
+        for kind in ("forget_quality", "utility"):
+            m = self.matrix(kind)
+            for x in m.index:
+                for col in m.columns:
+                    y = col[1:]
+                    if self.config.order.index(x) <= self.config.order.index(y) and pd.notna(m.loc[x, col]):
+                        out[f"{kind}/{x}-{col}"] = float(m.loc[x, col])
+            out[f"stability/{kind}"] = self.stability(kind)
+        for role in (FORGET, RETAIN):
+            r = self.rouge_matrix(role)
+            for x in r.index:
+                for col in r.columns:
+                    if self.config.order.index(x) <= self.config.order.index(col[1:]):
+                        out[f"rouge_l/{role}/{x}-{col}"] = float(r.loc[x, col])
+        final = self.evaluations[self.evaluations["unlearned"] == self.config.order[-1]]
+        for (role, variant), g in final.groupby(["role", "variant"]):
+            kind = "forget_quality" if role == FORGET else "utility"
+            value = score_ratio(g["score"]).value
+            if value is not None:
+                out[f"paraphrase/{kind}/v{int(variant)}"] = value
+        out["judge/missing"] = float(self.evaluations["score"].isna().sum())
+        return out
+
+
+def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str) -> str:
+    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest], sort_keys=True).encode()).hexdigest()
+
+
+def _step_dir(work_dir: Path, index: int, task: str) -> Path:
+    return work_dir / f"step-{index}-{task}"
+
+
+def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd.DataFrame, load_image,
+                 judge, config: UnlearningConfig, work_dir: Path,
+                 on_step: Callable[[int, str, str], None] | None = None) -> SequenceResult:
+    """Run (or resume) the sequence; `on_step(index, task, phase)` reports progress."""
+    import torch
+
+    from .lora import attach_lora, param_groups
+    from .methods import get_method
+    from .models.tiny_llava import torch_threads
+    from .models.vlm import VisionLanguageModel, seed_everything
+
+    config.validate(set(train_items["task"]) | set(eval_items["task"]))
+    torch_threads()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    method = get_method(config.method, beta=config.beta, retain_weight=config.retain_weight)
+
+    finished = 0
+    while (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file() if finished < len(config.order) else False:
+        finished += 1
+    resumed_from = finished
+    if finished == len(config.order):
+        vlm = None
+    elif finished == 0:
+        vlm = VisionLanguageModel.load(base_model_path)
+    else:
+        vlm = VisionLanguageModel.load(_step_dir(work_dir, finished - 1, config.order[finished - 1]) / "model")
+
+    for index in range(finished, len(config.order)):
+        task = config.order[index]
+        step_dir = _step_dir(work_dir, index, task)
+        shutil.rmtree(step_dir, ignore_errors=True)  # a crashed attempt of this step starts over
+        step_dir.mkdir(parents=True)
+        step_seed = config.seed * 1000 + index
+        seed_everything(step_seed)
+        if on_step:
+            on_step(index, task, "train")
+        losses = _train_step(vlm, method, train_items, task, config, step_seed, load_image,
+                             attach_lora, param_groups, torch)
+        if on_step:
+            on_step(index, task, "evaluate")
+        evaluation = evaluate_all(vlm, eval_items, load_image, judge, config)
+        evaluation.insert(0, "unlearned", task)
+        evaluation.insert(1, "step", index)
+        vlm.save(step_dir / "model")
+        evaluation.to_parquet(step_dir / "evaluation.parquet", index=False)
+        (step_dir / "losses.json").write_text(json.dumps(losses))
+        (step_dir / DONE).write_text("")
+        if index > 0:  # only the newest checkpoint is needed to resume
+            shutil.rmtree(_step_dir(work_dir, index - 1, config.order[index - 1]) / "model", ignore_errors=True)
+        if on_step:
+            on_step(index, task, "done")
+    return load_sequence(work_dir, config, resumed_from)
+
+
+def load_sequence(work_dir: Path, config: UnlearningConfig, resumed_from: int = 0) -> SequenceResult:
+    frames, losses = [], {}
+    for index, task in enumerate(config.order):
+        step_dir = _step_dir(Path(work_dir), index, task)
+        frames.append(pd.read_parquet(step_dir / "evaluation.parquet"))
+        losses[task] = json.loads((step_dir / "losses.json").read_text())
+    return SequenceResult(config, pd.concat(frames, ignore_index=True), losses, resumed_from)
+
+
+def _train_step(vlm, method, train_items, task, config, seed, load_image, attach_lora, param_groups, torch) -> list[float]:
+    """One task: a fresh adapter trained on the task's data, then merged into the backbone."""
+    rows = train_items[train_items["task"] == task]
+    forget = rows[rows["role"] == FORGET].reset_index(drop=True)
+    retain = rows[rows["role"] == RETAIN].reset_index(drop=True)
+    if forget.empty or (method.uses_retain and retain.empty):
+        raise ValueError(f"task {task}: no {'forget' if forget.empty else 'retain'} training items")
+    model = attach_lora(vlm.model, config.targets, config.lora_rank, config.lora_alpha, seed)
+    optimizer = torch.optim.AdamW(param_groups(model, {"language": config.lr, "projector": config.projector_lr,
+                                                       "vision_tower": config.vision_lr}), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    queues: dict[str, list[int]] = {"forget": [], "retain": []}
+
+    def draw(name: str, n_rows: int) -> list[int]:
+        if len(queues[name]) < config.batch_size:
+            queues[name] += torch.randperm(n_rows, generator=generator).tolist()
+        take, queues[name] = queues[name][: config.batch_size], queues[name][config.batch_size:]
+        return take
+
+    def batch(frame: pd.DataFrame, idx: list[int], answers: list[str] | None = None) -> dict:
+        part = frame.iloc[idx]
+        return vlm.training_batch([load_image(p) for p in part["image"]], part["question"].tolist(),
+                                  answers or part["answer"].tolist())
+
+    from .methods.base import StepBatches
+
+    losses = []
+    vlm.model = model
+    model.train()
+    for _ in range(config.steps):
+        idx = draw("forget", len(forget))
+        batches = StepBatches(
+            forget=batch(forget, idx),
+            retain=batch(retain, draw("retain", len(retain))) if method.uses_retain else None,
+            refusal=batch(forget, idx, [REFUSAL_ANSWER] * len(idx)) if method.uses_refusal else None,
+        )
+        loss, _ = method.loss(model, batches)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    model.eval()
+    vlm.model = model.merge_and_unload()  # the backbone now carries this task's update
+    return losses
+
+
+def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config: UnlearningConfig) -> pd.DataFrame:
+    """Every evaluation item: the model's answer, its judge score (forget items: forget quality;
+    retain items: utility), the judge's reason, ROUGE-L against the ground truth."""
+    from .evaluation import answer
+    from .evaluation import judge as judge_answers
+
+    items = eval_items.reset_index(drop=True)
+    responses = answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens)
+    out = items[["qa_id", "task", "role", "entity_id", "entity", "variant", "question", "answer"]].copy()
+    out["response"] = responses
+    out["score"] = pd.array([None] * len(out), dtype="Int64")
+    out["judge_reason"] = None
+    for role in (FORGET, RETAIN):
+        mask = out["role"] == role
+        if mask.any():
+            judged = judge_answers(judge, role, out[mask], out.loc[mask, "response"].tolist())
+            out.loc[mask, "score"] = judged["score"]
+            out.loc[mask, "judge_reason"] = judged["judge_reason"]
+    out["rouge_l"] = rouge_l(out["answer"].tolist(), responses)
+    return out

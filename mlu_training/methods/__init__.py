@@ -1,0 +1,31 @@
+"""Unlearning methods: one small class per file, registered here by name.
+
+Add a method: write `mymethod.py` with a subclass of base.UnlearningMethod (its `loss`, and
+whether it uses retain data or refusals), then add one line to METHODS. Entries name the class as
+"module:Class" so that listing the methods (Dagster partitions, the CLI) does not import torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+METHODS: dict[str, str] = {
+    "ga": "ga:GradientAscent",
+    "gd": "gd:GradientDifference",
+    "kl": "kl:KLMinimisation",
+    "npo": "npo:NegativePreferenceOptimisation",
+    "idk": "idk:RefusalFineTuning",
+    "po": "po:PreferenceOptimisation",
+}
+
+
+def method_class(name: str):
+    try:
+        module, cls = METHODS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS)}") from None
+    return getattr(import_module(f".{module}", __name__), cls)
+
+
+def get_method(name: str, **options):
+    return method_class(name)(**options)

@@ -1,0 +1,83 @@
+"""What every unlearning method shares: the batches it gets, answer-only log-probabilities, and
+the frozen reference model (the model before this step: the backbone with the adapter off)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..models.vlm import IGNORE_INDEX
+
+
+@dataclass
+class StepBatches:
+    """The tensors of one training step. Every batch carries pixel_values: images always."""
+
+    forget: dict  # forget prompts with their true answers
+    retain: dict | None = None  # retain prompts with their true answers (methods with uses_retain)
+    refusal: dict | None = None  # forget prompts with the refusal answer (methods with uses_refusal)
+
+
+@dataclass
+class TokenLogProbs:
+    token: torch.Tensor  # [batch, length] log p of each label token, 0 where masked
+    mask: torch.Tensor  # [batch, length] 1 on answer tokens
+    logits: torch.Tensor  # [batch, length, vocab], aligned with token
+
+    @property
+    def sequence(self) -> torch.Tensor:
+        """Σ log p over each answer."""
+        return self.token.sum(-1)
+
+    @property
+    def mean_nll(self) -> torch.Tensor:
+        """Cross-entropy averaged over every answer token of the batch."""
+        return -self.token.sum() / self.mask.sum().clamp(min=1)
+
+
+def answer_logprobs(model, batch: dict) -> TokenLogProbs:
+    """log p(label) of the answer tokens only (prompt, image and padding tokens are masked)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    mask = (labels != IGNORE_INDEX).to(logits.dtype)
+    token = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    return TokenLogProbs(token, mask, logits)
+
+
+@contextmanager
+def reference_model(model):
+    """The frozen reference: the same weights with the LoRA adapter switched off, i.e. the model
+    as it was before this step (earlier steps are merged into the backbone). No copy is made."""
+    with torch.no_grad(), model.disable_adapter():
+        yield model
+
+
+def masked_kl(reference: TokenLogProbs, current: TokenLogProbs) -> torch.Tensor:
+    """KL(reference ‖ current) per answer token, averaged over answer tokens only."""
+    ref_logp = torch.log_softmax(reference.logits, -1)
+    cur_logp = torch.log_softmax(current.logits, -1)
+    per_token = F.kl_div(cur_logp, ref_logp, log_target=True, reduction="none").sum(-1)
+    return (per_token * current.mask).sum() / current.mask.sum().clamp(min=1)
+
+
+class UnlearningMethod(ABC):
+    """One method = one subclass that says what data it needs and how its loss is computed."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    uses_retain: ClassVar[bool] = False
+    uses_refusal: ClassVar[bool] = False
+
+    def __init__(self, beta: float = 0.1, retain_weight: float = 1.0):
+        self.beta = beta
+        self.retain_weight = retain_weight
+
+    @abstractmethod
+    def loss(self, model, batches: StepBatches) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimise and its parts (for the logs)."""

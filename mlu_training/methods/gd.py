@@ -1,0 +1,14 @@
+"""GD — gradient difference: ascend on the forget set, descend on the retain set."""
+
+from .base import StepBatches, UnlearningMethod, answer_logprobs
+
+
+class GradientDifference(UnlearningMethod):
+    name = "gd"
+    description = "minimise -CE on forget + CE on retain"
+    uses_retain = True
+
+    def loss(self, model, batches: StepBatches):
+        forget_nll = answer_logprobs(model, batches.forget).mean_nll
+        retain_nll = answer_logprobs(model, batches.retain).mean_nll
+        return -forget_nll + self.retain_weight * retain_nll, {"forget_nll": forget_nll.item(), "retain_nll": retain_nll.item()}
