@@ -79,25 +79,25 @@ class SequenceResult:
         m = self.matrix(kind)
         last = f"U{self.config.order[-1]}"
         return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.config.order
-                         if pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
+                         if t in m.index and pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
 
     def metrics(self) -> dict[str, float]:
         """The MLflow metrics of the tracking contract."""
+        order = self.config.order
+
+        def named(x: str, col: str) -> bool:  # X-UY exists once X has been unlearned, i.e. X no later than Y
+            return x in order and order.index(x) <= order.index(col[1:])
+
         out: dict[str, float] = {}
         for kind in ("forget_quality", "utility"):
             m = self.matrix(kind)
-            for x in m.index:
-                for col in m.columns:
-                    y = col[1:]
-                    if self.config.order.index(x) <= self.config.order.index(y) and pd.notna(m.loc[x, col]):
-                        out[f"{kind}/{x}-{col}"] = float(m.loc[x, col])
+            out.update({f"{kind}/{x}-{col}": float(m.loc[x, col]) for x in m.index for col in m.columns
+                        if named(x, col) and pd.notna(m.loc[x, col])})
             out[f"stability/{kind}"] = self.stability(kind)
         for role in (FORGET, RETAIN):
             r = self.rouge_matrix(role)
-            for x in r.index:
-                for col in r.columns:
-                    if self.config.order.index(x) <= self.config.order.index(col[1:]):
-                        out[f"rouge_l/{role}/{x}-{col}"] = float(r.loc[x, col])
+            out.update({f"rouge_l/{role}/{x}-{col}": float(r.loc[x, col]) for x in r.index for col in r.columns
+                        if named(x, col)})
         final = self.evaluations[self.evaluations["unlearned"] == self.config.order[-1]]
         for (role, variant), g in final.groupby(["role", "variant"]):
             kind = "forget_quality" if role == FORGET else "utility"

@@ -10,6 +10,7 @@ from mlu_assets.benchmark import assets as benchmark_assets
 from mlu_assets.io import TableIOManager
 from mlu_assets.models import assets as model_assets
 from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
+from mlu_assets.unlearning import assets as unlearning_assets
 from mlu_training.data.splits import splits_digest
 from mlu_training.models.vlm import VisionLanguageModel
 
@@ -24,9 +25,10 @@ def test_base_model_and_knowledge_filter(tmp_path):
         "models": ModelSettings(), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
         "io_manager": TableIOManager(base_dir=str(tmp_path / "data")),
     }
-    assets = dg.load_assets_from_modules([benchmark_assets, model_assets])
+    assets = dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets])
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance)
+    result = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
+                            selection=dg.AssetSelection.groups("benchmark", "models"))
     assert result.success
 
     base = result.output_for_node("base_model")
@@ -70,3 +72,35 @@ def test_base_model_and_knowledge_filter(tmp_path):
     assert again.asset_materializations_for_node("base_model")[0].metadata["reused"].value is True
     assert again.output_for_node("base_model")["version"] == "1"
     assert len(client.search_model_versions("name = 'mlu-base-model'")) == 1
+
+    # Stage 3: one baseline over a two-task sequence, from the same stores.
+    config = {"ops": {"unlearning_sequence": {"config": {"order": "BA", "steps": 2, "batch_size": 4}}}}
+    seq = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
+                         selection=["unlearning_sequence"], partition_key="ga")
+    assert seq.success
+    value = seq.output_for_node("unlearning_sequence")
+    assert value["method"] == "ga" and value["order"] == "BA"
+    run = client.get_run(value["run_id"])
+    assert run.data.tags["mlu.method"] == "ga" and run.data.tags["mlu.order"] == "BA"
+    assert run.data.tags["mlu.profile"] == "tiny" and run.data.tags["mlu.base_model"] == "models:/mlu-base-model/1"
+    assert run.data.params["steps"] == "2" and run.data.params["targets"] == "language"
+    for kind, role in (("forget_quality", "forget"), ("utility", "retain")):
+        known = set(kept.loc[kept["role"] == role, "task"])  # a task side the base model knows nothing of has no score
+        expected = {f"{kind}/{x}-U{y}" for x, y in (("B", "B"), ("B", "A"), ("A", "A")) if x in known}
+        logged = {m for m in run.data.metrics if m.startswith(kind + "/")}
+        assert logged == expected and f"stability/{kind}" in run.data.metrics
+        for name in logged:
+            x, y = name.split("/")[1].split("-")
+            assert run.data.metrics[name] == value[kind][y][x] and 0.0 <= run.data.metrics[name] <= 1.0
+    assert len(client.get_metric_history(value["run_id"], "train/loss/UB")) == 2
+    artifacts = {a.path for a in client.list_artifacts(value["run_id"], "heatmaps")} | \
+                {a.path for a in client.list_artifacts(value["run_id"], "answers")}
+    assert artifacts == {"heatmaps/forget_quality_heatmap.png", "heatmaps/utility_heatmap.png", "answers/answers.jsonl"}
+    assert "OPENAI_API_KEY" not in str(run.data.params) + str(run.data.tags)
+    meta = seq.asset_materializations_for_node("unlearning_sequence")[0].metadata
+    assert meta["forget_quality_X_UY"].value.startswith("| task") and "UB" in meta["utility_X_UY"].value
+    # The same sequence again: read back, not retrained, and the MLflow run is not duplicated.
+    again = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
+                           selection=["unlearning_sequence"], partition_key="ga")
+    assert again.output_for_node("unlearning_sequence")["run_id"] == value["run_id"]
+    assert again.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value == 2

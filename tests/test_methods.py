@@ -1,0 +1,157 @@
+"""Each unlearning loss on a tiny batch: its value where it is known in closed form, the
+direction one gradient step moves it, and that it looks at the image."""
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from mlu_training.lora import attach_lora, param_groups, target_regex
+from mlu_training.methods import METHODS, get_method, method_class
+from mlu_training.methods.base import StepBatches, UnlearningMethod, answer_logprobs
+from mlu_training.models.vlm import VisionLanguageModel
+from mlu_training.texts import REFUSAL_ANSWER
+
+
+@pytest.fixture
+def setup(tiny_base, tiny_world):
+    """The tiny base model with a fresh (identity) LoRA adapter, and a forget/retain batch."""
+    vlm = VisionLanguageModel.load(tiny_base.path)
+    vlm.model = attach_lora(vlm.model, "language", 8, 8, seed=0)
+    rows = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    forget = rows[(rows["role"] == "forget") & (rows["task"] == "A")].head(4)
+    retain = rows[(rows["role"] == "retain") & (rows["task"] == "A")].head(4)
+    load = tiny_world["load_image"]
+
+    def batches(images=None):
+        f_images = images or [load(p) for p in forget["image"]]
+        return StepBatches(
+            forget=vlm.training_batch(f_images, forget["question"].tolist(), forget["answer"].tolist()),
+            retain=vlm.training_batch([load(p) for p in retain["image"]], retain["question"].tolist(), retain["answer"].tolist()),
+            refusal=vlm.training_batch(f_images, forget["question"].tolist(), [REFUSAL_ANSWER] * len(forget)),
+        )
+
+    return vlm, batches
+
+
+def nll(model, batch) -> float:
+    with torch.no_grad():
+        return answer_logprobs(model, batch).mean_nll.item()
+
+
+def seq_logp(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return answer_logprobs(model, batch).sequence
+
+
+def sgd_step(vlm, method, batches, lr=5e-3):
+    optimizer = torch.optim.SGD([p for p in vlm.model.parameters() if p.requires_grad], lr=lr)
+    loss, _ = method.loss(vlm.model, batches)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def perturb_adapter(model, std=0.02):
+    """A non-identity adapter, so that the current model and the reference differ."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, std)
+
+
+def test_registry():
+    assert list(METHODS) == ["ga", "gd", "kl", "npo", "idk", "po"]
+    for name in METHODS:
+        cls = method_class(name)
+        assert issubclass(cls, UnlearningMethod) and cls.name == name
+    with pytest.raises(ValueError, match="unknown method 'xyz'"):
+        get_method("xyz")
+
+
+def test_answer_nll_is_transformers_cross_entropy(setup):
+    vlm, batches = setup
+    b = batches().forget
+    with torch.no_grad():
+        assert nll(vlm.model, b) == pytest.approx(vlm.model(**b).loss.item(), rel=1e-5)
+
+
+def test_ga(setup):
+    vlm, batches = setup
+    b = batches()
+    before = nll(vlm.model, b.forget)
+    assert sgd_step(vlm, get_method("ga"), b) == pytest.approx(-before, rel=1e-5)
+    assert nll(vlm.model, b.forget) > before  # ascent: the true answers got less likely
+
+
+def test_gd(setup):
+    vlm, batches = setup
+    b = batches()
+    f, r = nll(vlm.model, b.forget), nll(vlm.model, b.retain)
+    assert sgd_step(vlm, get_method("gd"), b) == pytest.approx(-f + r, rel=1e-5)
+    assert -nll(vlm.model, b.forget) + nll(vlm.model, b.retain) < -f + r
+    assert nll(vlm.model, b.forget) > f
+
+
+def test_kl_is_zero_at_the_reference_and_grows(setup):
+    vlm, batches = setup
+    b = batches()
+    method = get_method("kl")
+    loss, parts = method.loss(vlm.model, b)
+    at_reference = parts["retain_kl"]
+    assert at_reference == pytest.approx(0.0, abs=1e-7)  # identity adapter: current == reference
+    assert loss.item() == pytest.approx(-nll(vlm.model, b.forget), rel=1e-5)
+    perturb_adapter(vlm.model, std=0.05)
+    _, parts = method.loss(vlm.model, b)
+    assert parts["retain_kl"] > 1e-6 and parts["retain_kl"] > 100 * at_reference
+
+
+def test_npo(setup):
+    vlm, batches = setup
+    b = batches()
+    method = get_method("npo", beta=0.1)
+    before = seq_logp(vlm.model, b.forget)
+    assert sgd_step(vlm, method, b) == pytest.approx((2 / 0.1) * math.log(2), rel=1e-5)  # log ratio 0
+    assert (seq_logp(vlm.model, b.forget) < before).all()
+
+
+def test_idk(setup):
+    vlm, batches = setup
+    b = batches()
+    before = nll(vlm.model, b.refusal)
+    assert sgd_step(vlm, get_method("idk"), b) == pytest.approx(before, rel=1e-5)
+    assert nll(vlm.model, b.refusal) < before
+
+
+def test_po_is_dpo(setup):
+    vlm, batches = setup
+    b = batches()
+    method = get_method("po", beta=0.1)
+    assert sgd_step(vlm, method, b, lr=2e-2) == pytest.approx(math.log(2), rel=1e-5)  # no margin yet
+    _, parts = method.loss(vlm.model, b)
+    assert parts["margin"] > 0  # the refusal gained on the true answer, against the reference
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_loss_looks_at_the_image(setup, name):
+    vlm, batches = setup
+    perturb_adapter(vlm.model)
+    method = get_method(name)
+    with torch.no_grad():
+        seen = method.loss(vlm.model, batches())[0].item()
+        blind = method.loss(vlm.model, batches([Image.new("RGB", (32, 32))] * 4))[0].item()
+    assert abs(seen - blind) > 1e-3, (seen, blind)
+
+
+def test_lora_targets_and_learning_rates(tiny_base):
+    vlm = VisionLanguageModel.load(tiny_base.path)
+    model = attach_lora(vlm.model, "vision", 4, 4, seed=0)
+    groups = {g["name"]: g for g in param_groups(model, {"language": 1.0, "projector": 2.0, "vision_tower": 3.0})}
+    assert set(groups) == {"projector", "vision_tower"} and groups["vision_tower"]["lr"] == 3.0
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not any("language_model" in n for n in trainable)
+    with pytest.raises(ValueError, match="choose one of"):
+        target_regex("everything")
