@@ -5,30 +5,19 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlu_training.lifelong import UnlearningConfig
 from mlu_training.methods import METHODS
 
 from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking
+from ..settings import config_from_dataclass
 
 GROUP = "unlearning"
 method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
 
 
-class UnlearningSequenceConfig(dg.Config):
-    """The sequence's settings, editable in the Launchpad (defaults suit the tiny model)."""
-
-    order: str = "ABCD"  # any permutation of the tasks, e.g. CABD
-    steps: int = 20  # optimisation steps per task
-    batch_size: int = 8
-    lr: float = 3e-4  # language-model LoRA
-    projector_lr: float = 1e-3
-    vision_lr: float = 1e-4
-    beta: float = 0.1  # npo, po
-    retain_weight: float = 1.0  # gd, kl
-    lora_rank: int = 32
-    lora_alpha: int = 32
-    targets: str = "language"  # language | projector | vision_tower | vision | both
-    seed: int = 0
-    max_new_tokens: int = 64
+UnlearningSequenceConfig = config_from_dataclass(
+    "UnlearningSequenceConfig", UnlearningConfig, exclude=("method",),
+    doc="The sequence's settings (mlu_training.lifelong.UnlearningConfig), editable in the Launchpad.")
 
 
 @dg.asset(group_name=GROUP, partitions_def=method_partitions, kinds={"pytorch", "mlflow"},
@@ -39,7 +28,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     """One baseline method over the task sequence: after each task, every task's forget quality
     and utility (X-UY) on the items the base model knows. Logged as one MLflow run."""
     from mlu_training.evaluation import image_loader
-    from mlu_training.lifelong import UnlearningConfig, run_sequence, sequence_key
+    from mlu_training.lifelong import run_sequence, sequence_key
     from mlu_training.report import markdown
     from mlu_training.tracking import find_run, log_sequence
 
