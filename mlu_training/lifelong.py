@@ -21,7 +21,6 @@ import pandas as pd
 
 from .judge import FORGET, RETAIN
 from .metrics import rouge_l, score_ratio
-from .texts import REFUSAL_ANSWER
 
 DONE = "DONE"
 
@@ -37,6 +36,7 @@ class UnlearningConfig:
     vision_lr: float = 1e-4
     beta: float = 0.1  # npo, po
     retain_weight: float = 1.0  # gd, kl
+    refusal_weight: float = 1.0  # po: weight of the refusal's NLL beside DPO
     lora_rank: int = 32
     lora_alpha: int = 32
     targets: str = "language"  # language | projector | vision_tower | vision | both
@@ -120,9 +120,7 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
                  judge, config: UnlearningConfig, work_dir: Path,
                  on_step: Callable[[int, str, str], None] | None = None) -> SequenceResult:
     """Run (or resume) the sequence; `on_step(index, task, phase)` reports progress."""
-    import torch
-
-    from .lora import attach_lora, param_groups
+    from .adapters import train_adapter
     from .methods import get_method
     from .models.tiny_llava import torch_threads
     from .models.vlm import VisionLanguageModel, seed_everything
@@ -131,7 +129,8 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     torch_threads()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    method = get_method(config.method, beta=config.beta, retain_weight=config.retain_weight)
+    method = get_method(config.method, beta=config.beta, retain_weight=config.retain_weight,
+                        refusal_weight=config.refusal_weight)
 
     finished = 0
     while (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file() if finished < len(config.order) else False:
@@ -153,8 +152,8 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
         seed_everything(step_seed)
         if on_step:
             on_step(index, task, "train")
-        losses = _train_step(vlm, method, train_items, task, config, step_seed, load_image,
-                             attach_lora, param_groups, torch)
+        adapted, losses = train_adapter(vlm, method, train_items, task, config, step_seed, load_image)
+        vlm.model = adapted.merge_and_unload()  # the backbone now carries this task's update
         if on_step:
             on_step(index, task, "evaluate")
         evaluation = evaluate_all(vlm, eval_items, load_image, judge, config)
@@ -178,53 +177,6 @@ def load_sequence(work_dir: Path, config: UnlearningConfig, resumed_from: int = 
         frames.append(pd.read_parquet(step_dir / "evaluation.parquet"))
         losses[task] = json.loads((step_dir / "losses.json").read_text())
     return SequenceResult(config, pd.concat(frames, ignore_index=True), losses, resumed_from)
-
-
-def _train_step(vlm, method, train_items, task, config, seed, load_image, attach_lora, param_groups, torch) -> list[float]:
-    """One task: a fresh adapter trained on the task's data, then merged into the backbone."""
-    rows = train_items[train_items["task"] == task]
-    forget = rows[rows["role"] == FORGET].reset_index(drop=True)
-    retain = rows[rows["role"] == RETAIN].reset_index(drop=True)
-    if forget.empty or (method.uses_retain and retain.empty):
-        raise ValueError(f"task {task}: no {'forget' if forget.empty else 'retain'} training items")
-    model = attach_lora(vlm.model, config.targets, config.lora_rank, config.lora_alpha, seed)
-    optimizer = torch.optim.AdamW(param_groups(model, {"language": config.lr, "projector": config.projector_lr,
-                                                       "vision_tower": config.vision_lr}), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    queues: dict[str, list[int]] = {"forget": [], "retain": []}
-
-    def draw(name: str, n_rows: int) -> list[int]:
-        if len(queues[name]) < config.batch_size:
-            queues[name] += torch.randperm(n_rows, generator=generator).tolist()
-        take, queues[name] = queues[name][: config.batch_size], queues[name][config.batch_size:]
-        return take
-
-    def batch(frame: pd.DataFrame, idx: list[int], answers: list[str] | None = None) -> dict:
-        part = frame.iloc[idx]
-        return vlm.training_batch([load_image(p) for p in part["image"]], part["question"].tolist(),
-                                  answers or part["answer"].tolist())
-
-    from .methods.base import StepBatches
-
-    losses = []
-    vlm.model = model
-    model.train()
-    for _ in range(config.steps):
-        idx = draw("forget", len(forget))
-        batches = StepBatches(
-            forget=batch(forget, idx),
-            retain=batch(retain, draw("retain", len(retain))) if method.uses_retain else None,
-            refusal=batch(forget, idx, [REFUSAL_ANSWER] * len(idx)) if method.uses_refusal else None,
-        )
-        loss, _ = method.loss(model, batches)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-    model.eval()
-    vlm.model = model.merge_and_unload()  # the backbone now carries this task's update
-    return losses
 
 
 def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config: UnlearningConfig) -> pd.DataFrame:

@@ -126,13 +126,16 @@ def test_idk(setup):
     assert nll(vlm.model, b.refusal) < before
 
 
-def test_po_is_dpo(setup):
+def test_po_is_dpo_plus_the_refusal_nll(setup):
     vlm, batches = setup
     b = batches()
+    refusal_nll = nll(vlm.model, b.refusal)
+    assert get_method("po", beta=0.1, refusal_weight=0.0).loss(vlm.model, b)[0].item() == pytest.approx(math.log(2), rel=1e-5)
     method = get_method("po", beta=0.1)
-    assert sgd_step(vlm, method, b, lr=2e-2) == pytest.approx(math.log(2), rel=1e-5)  # no margin yet
+    assert sgd_step(vlm, method, b, lr=2e-2) == pytest.approx(math.log(2) + refusal_nll, rel=1e-5)  # no margin yet
     _, parts = method.loss(vlm.model, b)
     assert parts["margin"] > 0  # the refusal gained on the true answer, against the reference
+    assert nll(vlm.model, b.refusal) < refusal_nll
 
 
 @pytest.mark.parametrize("name", list(METHODS))

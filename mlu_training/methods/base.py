@@ -74,9 +74,10 @@ class UnlearningMethod(ABC):
     uses_retain: ClassVar[bool] = False
     uses_refusal: ClassVar[bool] = False
 
-    def __init__(self, beta: float = 0.1, retain_weight: float = 1.0):
+    def __init__(self, beta: float = 0.1, retain_weight: float = 1.0, refusal_weight: float = 1.0):
         self.beta = beta
         self.retain_weight = retain_weight
+        self.refusal_weight = refusal_weight
 
     @abstractmethod
     def loss(self, model, batches: StepBatches) -> tuple[torch.Tensor, dict[str, float]]:

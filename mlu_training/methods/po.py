@@ -1,7 +1,9 @@
-"""PO — preference optimisation (DPO): on forget prompts, prefer the refusal over the true
-answer, relative to the reference model (the model before this step, adapter off):
--log σ(β·[(log π(refusal) − log π_ref(refusal)) − (log π(answer) − log π_ref(answer))]).
-The published code computed this and then overwrote it with plain refusal fine-tuning."""
+"""PO — preference optimisation: on forget prompts, prefer the refusal over the true answer
+relative to the reference model (the model before this step, adapter off), the DPO objective
+-log σ(β·[(log π(refusal) − log π_ref(refusal)) − (log π(answer) − log π_ref(answer))]),
+plus `refusal_weight` × the refusal's cross-entropy (DPO + NLL on the preferred answer, as in
+RPO): DPO alone lowers the true answer without making the refusal what the model says.
+The published code computed DPO and then overwrote it with plain refusal fine-tuning."""
 
 import torch.nn.functional as F
 
@@ -10,15 +12,19 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs, reference_mode
 
 class PreferenceOptimisation(UnlearningMethod):
     name = "po"
-    description = "DPO: refusal preferred over the true answer on forget prompts"
+    description = "DPO (refusal preferred over the true answer) + NLL of the refusal"
     uses_refusal = True
 
     def loss(self, model, batches: StepBatches):
-        chosen = answer_logprobs(model, batches.refusal).sequence
+        chosen_tokens = answer_logprobs(model, batches.refusal)
+        chosen = chosen_tokens.sequence
         rejected = answer_logprobs(model, batches.forget).sequence
         with reference_model(model) as ref:
             chosen_ref = answer_logprobs(ref, batches.refusal).sequence
             rejected_ref = answer_logprobs(ref, batches.forget).sequence
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)
-        loss = -F.logsigmoid(self.beta * margin).mean()
-        return loss, {"margin": margin.mean().item(), "accuracy": (margin > 0).float().mean().item()}
+        dpo = -F.logsigmoid(self.beta * margin).mean()
+        refusal_nll = chosen_tokens.mean_nll
+        return dpo + self.refusal_weight * refusal_nll, {
+            "dpo": dpo.item(), "refusal_nll": refusal_nll.item(), "margin": margin.mean().item(),
+            "accuracy": (margin > 0).float().mean().item()}
