@@ -183,10 +183,16 @@ def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config: Unlea
     """Every evaluation item: the model's answer, its judge score (forget items: forget quality;
     retain items: utility), the judge's reason, ROUGE-L against the ground truth."""
     from .evaluation import answer
-    from .evaluation import judge as judge_answers
 
     items = eval_items.reset_index(drop=True)
-    responses = answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens)
+    return score_answers(items, answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens), judge)
+
+
+def score_answers(items: pd.DataFrame, responses: list[str], judge) -> pd.DataFrame:
+    """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L."""
+    from .evaluation import judge as judge_answers
+
+    items = items.reset_index(drop=True)
     out = items[["qa_id", "task", "role", "entity_id", "entity", "variant", "question", "answer"]].copy()
     out["response"] = responses
     out["score"] = pd.array([None] * len(out), dtype="Int64")

@@ -123,9 +123,11 @@ class VisionLanguageModel:
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
-                 max_new_tokens: int = 64, **generate_kwargs) -> list[str]:
+                 max_new_tokens: int = 64, adapter_names: Sequence[str] | None = None, **generate_kwargs) -> list[str]:
         """Greedy answers, batched with left padding; items are grouped by prompt length so that
-        little padding is computed, and returned in the order given."""
+        little padding is computed, and returned in the order given. `adapter_names` (a peft
+        model with several adapters) names the adapter of each item, "__base__" for none: one
+        mixed batch serves them all."""
         order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
         self.model.eval()
         lean = self.model.config.model_type in LEAN_GREEDY_MODEL_TYPES and not generate_kwargs
@@ -133,23 +135,26 @@ class VisionLanguageModel:
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             batch = self._encode_prompts([images[i] for i in idx], [questions[i] for i in idx], "left").to(self.device)
+            names = [adapter_names[i] for i in idx] if adapter_names is not None else None
             if lean:
-                tokens.update(zip(idx, self._greedy(batch, max_new_tokens)))
+                tokens.update(zip(idx, self._greedy(batch, max_new_tokens, names)))
             else:
+                extra = {"adapter_names": names} if names is not None else {}
                 out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs)
+                                          pad_token_id=self.tokenizer.pad_token_id, **extra, **generate_kwargs)
                 tokens.update(zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()))
         texts = self.tokenizer.batch_decode([tokens[i] for i in range(len(questions))], skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def _greedy(self, batch, max_new_tokens: int) -> list[list[int]]:
+    def _greedy(self, batch, max_new_tokens: int, adapter_names: list[str] | None = None) -> list[list[int]]:
         """Greedy decoding that drops each row from the batch (and its KV cache) once it has
         ended, instead of computing padding until the longest answer is done. Same tokens as
         transformers' greedy generate: positions count real tokens only, as there."""
         eos = self.tokenizer.eos_token_id
         mask = batch["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+        extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
+        out = self.model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
         cache, last = out.past_key_values, positions[:, -1]
         rows = torch.arange(mask.shape[0], device=mask.device)
         tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
@@ -166,6 +171,8 @@ class VisionLanguageModel:
                 rows, mask, last, chosen = rows[keep], mask[keep], last[keep], chosen[keep]
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             last = last + 1
+            if adapter_names is not None:
+                extra = {"adapter_names": [adapter_names[r] for r in rows.tolist()]}
             out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last[:, None],
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, **extra)
         return tokens

@@ -1,0 +1,64 @@
+"""LUMoE over the same protocol as the baselines: requests arrive in order; after each, its
+expert joins the mixture, the router is refreshed, and every task is evaluated. The backbone is
+never touched, so a task's scores can only move through routing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import pandas as pd
+
+from ..lifelong import SequenceResult, score_answers
+from ..router.base import Registry, router_quality
+
+
+@dataclass(frozen=True)
+class LumoeConfig:
+    order: str = "ABCD"
+    router: str = "local"  # local | openai | oracle
+    mode: str = "grouped"  # grouped | mixed
+    max_new_tokens: int = 64
+    eval_batch_size: int = 32
+    method: str = "lumoe"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
+                       eval_items: pd.DataFrame, load_image, judge, make_router: Callable[[object, Registry], object],
+                       config: LumoeConfig, on_step: Callable[[int, str, str], None] | None = None):
+    """experts: task -> (adapter path, forget entity ids); returns the SequenceResult (with the
+    route of every item) and the router quality after each step."""
+    from ..lumoe.mixture import ExpertMixture
+
+    missing = [t for t in config.order if t not in experts]
+    if missing:
+        raise ValueError(f"no expert for {', '.join(missing)}: materialize lumoe_experts for them first")
+    mixture = ExpertMixture(base_model_path)
+    items = eval_items.reset_index(drop=True)
+    images = [load_image(p) for p in items["image"]]
+    frames, quality = [], []
+    for index, task in enumerate(config.order):
+        if on_step:
+            on_step(index, task, "route")
+        mixture.add_expert(task, experts[task][0])
+        registry = Registry({t: experts[t][1] for t in config.order[: index + 1]}, names)
+        with mixture.vlm.model.disable_adapter():  # the router looks through the base model's eyes
+            router = make_router(mixture.vlm, registry)
+            routes = router.route(images, items["question"].tolist(), items["entity_id"].tolist())
+        if on_step:
+            on_step(index, task, "evaluate")
+        responses = mixture.generate(images, items["question"].tolist(), [r.task for r in routes], mode=config.mode,
+                                     batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens)
+        frame = score_answers(items, responses, judge)
+        truth = [registry.task_of(e) for e in items["entity_id"]]
+        frame["route"], frame["true_route"] = [r.task for r in routes], truth
+        frame["route_reason"] = [r.reason for r in routes]
+        frame.insert(0, "unlearned", task)
+        frame.insert(1, "step", index)
+        frames.append(frame)
+        per_task, summary = router_quality(routes, truth, items["role"].tolist())
+        quality.append({"after": task, **summary, "per_task": per_task.to_dict("records")})
+    return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality

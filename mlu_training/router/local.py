@@ -1,0 +1,112 @@
+"""The local router (offline, default).
+
+1. Text: a registered entity's name or alias in the question (rapidfuzz, partial ratio ≥ 90)
+   routes to its expert; a known entity that is not registered routes to None.
+2. Image: the base model's own image features (the projected image tokens, averaged) against a
+   centroid per known entity. The nearest entity decides, if it is a registered forget entity
+   and the similarity clears a threshold calibrated on held-out images of every known entity
+   (the threshold that routes most held-out images right; ties go to the higher, stricter one).
+   Anything else — a retain entity, an image like none it knows — goes to the base model.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz
+
+from .base import Registry, Route
+
+NAME_SCORE = 90.0
+
+
+def image_embeddings(vlm, images: Sequence, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised mean of the image features the language model sees, one row per image."""
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            pixel = vlm.processor.image_processor(images=list(images[start:start + batch_size]), return_tensors="pt")
+            out = vlm.model.get_image_features(pixel_values=pixel["pixel_values"].to(vlm.device))
+            feats = getattr(out, "pooler_output", out)
+            if isinstance(feats, (list, tuple)):
+                feats = torch.stack([f.reshape(-1, f.shape[-1]).mean(0) for f in feats])
+            elif feats.dim() == 3:
+                feats = feats.mean(1)
+            rows.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, 1), dtype=np.float32)
+
+
+class LocalRouter:
+    name = "local"
+
+    def __init__(self, vlm, registry: Registry, gallery: pd.DataFrame, load_image, calibration_share: float = 1 / 3,
+                 seed: int = 0):
+        """gallery: (entity_id, image) rows of every entity the model knows (training images)."""
+        self.vlm, self.registry = vlm, registry
+        rng = random.Random(seed)
+        centroid_rows, held_out = [], []
+        for entity, images in gallery.groupby("entity_id")["image"]:
+            images = sorted(set(images))
+            rng.shuffle(images)
+            k = int(len(images) * calibration_share) if len(images) >= 3 else 0
+            held_out += [(entity, p) for p in images[:k]]
+            centroid_rows += [(entity, p) for p in images[k:]]
+        feats = image_embeddings(vlm, [load_image(p) for _, p in centroid_rows])
+        labels = np.array([e for e, _ in centroid_rows])
+        self.entities = sorted(set(labels))
+        centroids = np.stack([feats[labels == e].mean(0) for e in self.entities])
+        self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+        self.threshold = self._calibrate([e for e, _ in held_out], [load_image(p) for _, p in held_out])
+
+    def _nearest(self, feats: np.ndarray) -> tuple[list[str], np.ndarray]:
+        sims = feats @ self.centroids.T
+        best = sims.argmax(1)
+        return [self.entities[i] for i in best], sims[np.arange(len(best)), best]
+
+    def _calibrate(self, entities: list[str], images: list) -> float:
+        if not images:
+            return 0.9
+        nearest, sims = self._nearest(image_embeddings(self.vlm, images))
+        truth = [self.registry.task_of(e) for e in entities]
+        proposed = [self.registry.task_of(n) for n in nearest]
+        best_t, best_ok = 1.0, -1
+        for t in sorted(set(np.round(sims, 6)) | {1.0}, reverse=True):
+            ok = sum((p if s >= t else None) == g for p, s, g in zip(proposed, sims, truth))
+            if ok > best_ok:
+                best_t, best_ok = float(t), ok
+        return best_t
+
+    def _named(self, question: str) -> tuple[str, float] | None:
+        text = question.casefold()
+        best = None
+        for entity, names in self.registry.names.items():
+            for name in names:
+                if len(name) < 3:
+                    continue
+                score = fuzz.partial_ratio(name.casefold(), text)
+                if score >= NAME_SCORE and (best is None or score > best[1]):
+                    best = (entity, score)
+        return best
+
+    def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
+        feats = image_embeddings(self.vlm, images)
+        nearest, sims = self._nearest(feats) if len(images) else ([], np.zeros(0))
+        routes = []
+        for question, entity, sim in zip(questions, nearest, sims):
+            named = self._named(question)
+            if named:
+                task = self.registry.task_of(named[0])
+                routes.append(Route(task, named[0], named[1] / 100, "named in the question"))
+                continue
+            task = self.registry.task_of(entity)
+            if task is not None and sim >= self.threshold:
+                routes.append(Route(task, entity, float(sim), "image matches a forgotten entity"))
+            else:
+                why = "image below threshold" if task is not None else "image matches a retained entity"
+                routes.append(Route(None, entity, float(sim), why))
+        return routes
