@@ -25,8 +25,13 @@ def _summary(rows: list[dict]) -> None:
 
 
 def run(methods: list[str]) -> int:
+    import os
+
     import dagster as dg
 
+    from mlu_training.paths import PROJECT_ROOT
+
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # as the Makefile does
     from .definitions import defs
 
     instance = dg.DagsterInstance.get()
@@ -54,9 +59,59 @@ def run(methods: list[str]) -> int:
         rows.append({"method": method, "order": value["order"], "fq": sum(fq) / max(1, len(fq)),
                      "utility": sum(ut) / max(1, len(ut)), "stab_fq": value["metrics"]["stability/forget_quality"],
                      "stab_ut": value["metrics"]["stability/utility"], "seconds": time.perf_counter() - t})
+    print("mlu: LUMoE experts A-D, then the sequence …", flush=True)
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS
+
+    from .lumoe.assets import request_partitions
+
+    t = time.perf_counter()
+    have = set(instance.get_dynamic_partitions(request_partitions.name))
+    instance.add_dynamic_partitions(request_partitions.name, [x for x in BENCHMARK_TASKS if x not in have])
+    for task in BENCHMARK_TASKS:
+        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                                selection=["lumoe_experts"], partition_key=task)
+        if not result.success:
+            print(f"mlu: the expert of task {task} failed; see the run in the Dagster UI", file=sys.stderr)
+            return 1
+    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                            selection=["lumoe_sequence"])
+    if not result.success:
+        print("mlu: lumoe_sequence failed; see the run in the Dagster UI", file=sys.stderr)
+        return 1
+    value = result.output_for_node("lumoe_sequence")
+    last = f"U{value['tasks'][-1]}"
+    fq = [v for v in value["forget_quality"][last].values() if v is not None]
+    ut = [v for v in value["utility"][last].values() if v is not None]
+    rows.append({"method": "lumoe", "order": value["order"], "fq": sum(fq) / max(1, len(fq)),
+                 "utility": sum(ut) / max(1, len(ut)), "stab_fq": value["metrics"]["stability/forget_quality"],
+                 "stab_ut": value["metrics"]["stability/utility"], "seconds": time.perf_counter() - t})
     _summary(rows)
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+    return 0
+
+
+def request(request_id: str, entities: list[str]) -> int:
+    """Check the request against the entity catalog now, so a typo is caught at the prompt."""
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    from mlu_training.lumoe.requests import RequestRejected, read_request, write_request
+    from mlu_training.paths import PROJECT_ROOT, default_data_dir
+
+    folder = Path(os.environ.get("MLU_REQUESTS_DIR") or PROJECT_ROOT / "unlearning_requests")
+    catalog = Path(os.environ.get("MLU_DATA_DIR") or default_data_dir()) / "tables" / "entity_catalog.parquet"
+    path = write_request(folder, request_id, entities)
+    if catalog.is_file():
+        try:
+            read_request(path, pd.read_parquet(catalog))
+        except RequestRejected as why:
+            path.unlink()
+            print(f"mlu: rejected: {why}", file=sys.stderr)
+            return 2
+    print(f"mlu: request filed as {path}; with `make ui` running, the sensor trains its expert and re-evaluates")
     return 0
 
 
@@ -66,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="the main job")
-    p_run.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    p_run.add_argument("--methods", default=",".join(METHODS),
+                       help=f"baselines to run, comma-separated, of {', '.join(METHODS)} ('' for none)")
+    p_req = sub.add_parser("request", help="file an unlearning request (the Dagster sensor picks it up)")
+    p_req.add_argument("id", help="the request's id (letters, digits, '.', '_', '-')")
+    p_req.add_argument("entities", nargs="+", help="names of the entities to forget")
     args = parser.parse_args(argv)
+    if args.command == "request":
+        return request(args.id, args.entities)
     if args.command == "run":
         methods = [m for m in args.methods.split(",") if m]
         unknown = [m for m in methods if m not in METHODS]

@@ -12,9 +12,11 @@ from mlu_training import paths
 
 from .benchmark import assets as benchmark_assets
 from .io import TableIOManager
+from .lumoe import assets as lumoe_assets
+from .lumoe.sensors import unlearning_requests
 from .models import assets as model_assets
 from .unlearning import assets as unlearning_assets
-from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
+from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from .settings import setting
 
 data_dir = setting("MLU_DATA_DIR", str(paths.default_data_dir()))
@@ -25,8 +27,15 @@ benchmark_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets]),
+    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets]),
     jobs=[benchmark_job],
+    sensors=[
+        unlearning_requests,
+        # Declarative automation (re-evaluation when an expert or a model arrives); Dagster's own
+        # automation sensor starts stopped, so ours is declared running.
+        dg.AutomationConditionSensorDefinition("mlu_automation", target=dg.AssetSelection.all(),
+                                               default_status=dg.DefaultSensorStatus.RUNNING),
+    ],
     resources={
         "benchmark": BenchmarkSettings(
             profile=setting("MLU_PROFILE", "mini"),
@@ -43,6 +52,10 @@ defs = dg.Definitions(
             base_url=setting("OPENAI_BASE_URL", None),
             api_key=setting("OPENAI_API_KEY", None),
             cache_url=setting("MLU_API_CACHE_URL", None),
+        ),
+        "routing": RouterSettings(
+            backend=setting("MLU_ROUTER", "local"),
+            requests_dir=setting("MLU_REQUESTS_DIR", RouterSettings.model_fields["requests_dir"].default),
         ),
         "mlflow": MLflowTracking(tracking_uri=setting("MLFLOW_TRACKING_URI", paths.default_tracking_uri())),
         "io_manager": TableIOManager(base_dir=data_dir),

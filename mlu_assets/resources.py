@@ -76,3 +76,22 @@ class ModelSettings(dg.ConfigurableResource):
     """Which base model: a local checkpoint folder (MLU_BASE_MODEL) or the in-project tiny LLaVA."""
 
     base_model_path: str | None = None  # MLU_BASE_MODEL
+
+
+class RouterSettings(dg.ConfigurableResource):
+    """How LUMoE picks an expert: `local` (default, offline), `openai`, or `oracle` (ablation)."""
+
+    backend: str = "local"  # MLU_ROUTER
+    requests_dir: str = str(paths.PROJECT_ROOT / "unlearning_requests")  # MLU_REQUESTS_DIR
+
+    def factory(self, gallery, load_image):
+        """(vlm, registry) -> router."""
+        if self.backend == "local":
+            from mlu_training.router.local import LocalRouter
+
+            return lambda vlm, registry: LocalRouter(vlm, registry, gallery, load_image)
+        if self.backend == "oracle":
+            from mlu_training.router.oracle import OracleRouter
+
+            return lambda vlm, registry: OracleRouter(registry)
+        raise ValueError(f"MLU_ROUTER={self.backend!r}: choose local or oracle (openai: see README)")

@@ -47,6 +47,10 @@ class UnlearningConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.order)
+
     def validate(self, tasks: set[str]) -> None:
         if sorted(self.order) != sorted(set(self.order)) or not set(self.order) <= tasks:
             raise ValueError(f"order {self.order!r}: a permutation of tasks {''.join(sorted(tasks))} is needed")
@@ -59,31 +63,36 @@ class SequenceResult:
     losses: dict[str, list[float]] = field(default_factory=dict)  # task unlearned -> loss per step
     resumed_from: int = 0  # steps found finished when the run started
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The requests in the order they were unlearned (task letters, or request ids)."""
+        return tuple(self.config.tasks)
+
     def matrix(self, kind: str) -> pd.DataFrame:
         """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
         items, utility on retain items; judged items only."""
         role = FORGET if kind == "forget_quality" else RETAIN
         part = self.evaluations[self.evaluations["role"] == role]
         table = {f"U{y}": {x: score_ratio(g["score"]).value for x, g in part[part["unlearned"] == y].groupby("task")}
-                 for y in self.config.order}
+                 for y in self.tasks}
         return pd.DataFrame(table).reindex(sorted(part["task"].unique()))
 
     def rouge_matrix(self, role: str) -> pd.DataFrame:
         part = self.evaluations[self.evaluations["role"] == role]
         return part.pivot_table(index="task", columns="unlearned", values="rouge_l", aggfunc="mean").rename(
-            columns=lambda y: f"U{y}")[[f"U{y}" for y in self.config.order if y in set(part["unlearned"])]]
+            columns=lambda y: f"U{y}")[[f"U{y}" for y in self.tasks if y in set(part["unlearned"])]]
 
     def stability(self, kind: str) -> float:
         """Σ_t |P(M_t, t) − P(M_T, t)|: how far each task's score drifted from right after it was
         unlearned to the end of the sequence (0 = perfectly stable)."""
         m = self.matrix(kind)
-        last = f"U{self.config.order[-1]}"
-        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.config.order
+        last = f"U{self.tasks[-1]}"
+        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.tasks
                          if t in m.index and pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
 
     def metrics(self) -> dict[str, float]:
         """The MLflow metrics of the tracking contract."""
-        order = self.config.order
+        order = list(self.tasks)
 
         def named(x: str, col: str) -> bool:  # X-UY exists once X has been unlearned, i.e. X no later than Y
             return x in order and order.index(x) <= order.index(col[1:])
@@ -98,7 +107,7 @@ class SequenceResult:
             r = self.rouge_matrix(role)
             out.update({f"rouge_l/{role}/{x}-{col}": float(r.loc[x, col]) for x in r.index for col in r.columns
                         if named(x, col)})
-        final = self.evaluations[self.evaluations["unlearned"] == self.config.order[-1]]
+        final = self.evaluations[self.evaluations["unlearned"] == self.tasks[-1]]
         for (role, variant), g in final.groupby(["role", "variant"]):
             kind = "forget_quality" if role == FORGET else "utility"
             value = score_ratio(g["score"]).value

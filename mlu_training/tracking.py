@@ -112,7 +112,7 @@ def find_model_version(tracking_uri: str, registered_name: str, tags: dict[str, 
 
 
 def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir: Path,
-                 experiment: str = EXPERIMENT) -> str:
+                 experiment: str = EXPERIMENT, extra_metrics: dict[str, float] | None = None) -> str:
     """One MLflow run per unlearning sequence: the config as params, every X-UY metric, stability,
     ROUGE-L, paraphrase results, loss curves per task, the heatmaps and the answers."""
     import time
@@ -126,7 +126,7 @@ def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir:
     name = f"{config.method}-{config.order}"
     with start_run(tracking_uri, name, tags, experiment) as run:
         mlflow.log_params(config.as_dict())
-        mlflow.log_metrics(result.metrics())
+        mlflow.log_metrics(result.metrics() | (extra_metrics or {}))
         client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         now = int(time.time() * 1000)
         curves = [Metric(f"train/loss/U{task}", float(v), now, step)
@@ -155,3 +155,67 @@ def find_run(tracking_uri: str, tags: dict[str, str], experiment: str = EXPERIME
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and attributes.status = 'FINISHED'"
     runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def register_expert(tracking_uri: str, registered_name: str, adapter_dir: str, base_model_uri: str, task: str,
+                    run_tags: dict[str, str], version_tags: dict[str, str], params: dict, losses: list[float],
+                    experiment: str = EXPERIMENT) -> dict:
+    """Log an expert adapter in its own run, register it as a version of `registered_name` with its
+    tags and the alias task-<task> (moved to this version)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    from .lumoe import pyfunc as expert_pyfunc
+    from .models.pyfunc import signature
+
+    with start_run(tracking_uri, f"lumoe-expert-{task}", run_tags, experiment) as run:
+        mlflow.log_params(params)
+        if losses:
+            mlflow.log_metric("train_loss", sum(losses[-5:]) / len(losses[-5:]))
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        now = int(time.time() * 1000)
+        client.log_batch(run.info.run_id, metrics=[Metric("train/loss", float(v), now, i) for i, v in enumerate(losses)])
+        info = mlflow.pyfunc.log_model(
+            name="expert", python_model=expert_pyfunc.__file__, artifacts={"adapter": str(adapter_dir)},
+            model_config={"base_model_uri": base_model_uri}, signature=signature(),
+            pip_requirements=_pip_requirements() + [f"peft=={__import__('peft').__version__}"],
+            registered_model_name=registered_name,
+        )
+        version = str(info.registered_model_version)
+        for k, v in version_tags.items():
+            client.set_model_version_tag(registered_name, version, k, str(v))
+        client.set_registered_model_alias(registered_name, f"task-{task}", version)
+        return {"version": version, "model_uri": f"models:/{registered_name}/{version}", "run_id": run.info.run_id}
+
+
+def registered_experts(tracking_uri: str, registered_name: str) -> dict[str, dict]:
+    """task -> {version, entities, adapter (a local folder)} for every alias task-<T>."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        model = client.get_registered_model(registered_name)
+    except mlflow.exceptions.MlflowException:
+        return {}
+    out = {}
+    for alias, version in sorted((model.aliases or {}).items()):
+        if not alias.startswith("task-"):
+            continue
+        mv = client.get_model_version(registered_name, version)
+        root = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{version}", tracking_uri=tracking_uri)
+        out[alias[len("task-"):]] = {"version": str(version), "entities": json.loads(mv.tags.get("mlu.entities", "[]")),
+                                     "adapter": str(find_folder_with(root, "adapter_config.json")),
+                                     "created": mv.creation_timestamp}
+    return out
+
+
+def find_folder_with(root: str | Path, filename: str) -> Path:
+    """The folder under a downloaded MLflow model that holds `filename` (an adapter, a checkpoint)."""
+    hits = sorted(Path(root).rglob(filename), key=lambda p: len(p.parts))
+    if not hits:
+        raise FileNotFoundError(f"no {filename} under {root}")
+    return hits[0].parent

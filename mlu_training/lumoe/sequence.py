@@ -15,7 +15,7 @@ from ..router.base import Registry, router_quality
 
 @dataclass(frozen=True)
 class LumoeConfig:
-    order: str = "ABCD"
+    tasks: tuple[str, ...] = ("A", "B", "C", "D")  # requests in order of arrival
     router: str = "local"  # local | openai | oracle
     mode: str = "grouped"  # grouped | mixed
     max_new_tokens: int = 64
@@ -23,7 +23,11 @@ class LumoeConfig:
     method: str = "lumoe"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "tasks": ",".join(self.tasks)}
+
+    @property
+    def order(self) -> str:
+        return "".join(self.tasks) if all(len(t) == 1 for t in self.tasks) else ",".join(self.tasks)
 
 
 def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
@@ -33,18 +37,18 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     route of every item) and the router quality after each step."""
     from ..lumoe.mixture import ExpertMixture
 
-    missing = [t for t in config.order if t not in experts]
+    missing = [t for t in config.tasks if t not in experts]
     if missing:
         raise ValueError(f"no expert for {', '.join(missing)}: materialize lumoe_experts for them first")
     mixture = ExpertMixture(base_model_path)
     items = eval_items.reset_index(drop=True)
     images = [load_image(p) for p in items["image"]]
     frames, quality = [], []
-    for index, task in enumerate(config.order):
+    for index, task in enumerate(config.tasks):
         if on_step:
             on_step(index, task, "route")
         mixture.add_expert(task, experts[task][0])
-        registry = Registry({t: experts[t][1] for t in config.order[: index + 1]}, names)
+        registry = Registry({t: experts[t][1] for t in config.tasks[: index + 1]}, names)
         with mixture.vlm.model.disable_adapter():  # the router looks through the base model's eyes
             router = make_router(mixture.vlm, registry)
             routes = router.route(images, items["question"].tolist(), items["entity_id"].tolist())

@@ -1,0 +1,127 @@
+"""Group `lumoe`: one expert per unlearning request (a dynamic partition each: the benchmark's
+tasks A-D and every request that arrives), the router over the registered experts, and LUMoE's
+run of the request sequence, re-evaluated by itself whenever an expert is (re)registered."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlu_training.lumoe.experts import ExpertConfig
+
+from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking, RouterSettings
+from ..settings import config_from_dataclass
+
+GROUP = "lumoe"
+REGISTERED_EXPERT = "mlu-lumoe-expert"
+request_partitions = dg.DynamicPartitionsDefinition(name="lumoe_requests")
+ExpertTrainingConfig = config_from_dataclass("ExpertTrainingConfig", ExpertConfig,
+                                             doc="How an expert is trained (mlu_training.lumoe.experts.ExpertConfig).")
+
+
+def _names(entity_catalog) -> dict[str, list[str]]:
+    return {r.entity_id: [r.entity, *list(r.aliases)] for r in entity_catalog.itertuples(index=False)}
+
+
+@dg.asset(group_name=GROUP, partitions_def=request_partitions, kinds={"pytorch", "mlflow"})
+def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfig, benchmark_splits,
+                  validated_qa_pairs, raw_crawls, base_model: dict, benchmark: BenchmarkSettings,
+                  routing: RouterSettings, mlflow: MLflowTracking):
+    """The LoRA expert of one request, trained with `po` on the unchanged base model (never merged)
+    and registered as a version of mlu-lumoe-expert with the alias task-<request>."""
+    import json
+
+    from mlu_training.evaluation import image_loader
+    from mlu_training.lumoe.experts import train_expert
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS, UnlearningRequest, request_rows
+    from mlu_training.tracking import find_model_version, register_expert
+
+    task = context.partition_key
+    if task in BENCHMARK_TASKS:
+        train = benchmark_splits[benchmark_splits["split"] == "train"]
+        rows = train[(train["task"] == task) & (train["role"] == "forget")]
+    else:
+        stored = Path(benchmark.data_dir) / "requests" / f"{task}.json"
+        if not stored.is_file():
+            raise dg.Failure(f"request {task}: no accepted request file at {stored}")
+        request = UnlearningRequest(**{k: v for k, v in json.loads(stored.read_text()).items() if k in ("id", "entity_ids")})
+        crawled = set(raw_crawls["image"])
+        rows = request_rows(request, validated_qa_pairs[validated_qa_pairs["image"].isin(crawled)],
+                            benchmark.get_profile().max_train_images_per_entity)
+    expert = train_expert(base_model["path"], base_model["key"], task, rows, ExpertConfig(**config.model_dump()),
+                          Path(benchmark.data_dir) / "experts", image_loader(raw_crawls))
+    existing = find_model_version(mlflow.tracking_uri, REGISTERED_EXPERT, {"mlu.expert_key": expert.key})
+    tags = {"mlu.task": task, "mlu.entities": json.dumps(expert.entities, ensure_ascii=False),
+            "mlu.base_model": base_model["key"][:16], "mlu.base_model_uri": base_model["model_uri"],
+            "mlu.expert_key": expert.key, "mlu.train_loss": f"{sum(expert.losses[-5:]) / len(expert.losses[-5:]):.4f}"}
+    if existing is not None:
+        registered = {"version": str(existing.version), "model_uri": f"models:/{REGISTERED_EXPERT}/{existing.version}"}
+        import mlflow as mlflow_lib
+
+        mlflow_lib.MlflowClient(mlflow.tracking_uri, registry_uri=mlflow.tracking_uri).set_registered_model_alias(
+            REGISTERED_EXPERT, f"task-{task}", registered["version"])
+    else:
+        registered = register_expert(mlflow.tracking_uri, REGISTERED_EXPERT, str(expert.path), base_model["model_uri"],
+                                     task, {"mlu.kind": "lumoe_expert", **tags}, tags, config.model_dump(),
+                                     expert.losses, mlflow.experiment)
+    value = {"task": task, "entities": expert.entities, "path": str(expert.path), "key": expert.key, **registered}
+    return dg.Output(value, metadata={"entities": dg.MetadataValue.json(expert.entities), "rows": len(rows),
+                                      "registered_model": registered["model_uri"], "alias": f"task-{task}",
+                                      "reused": expert.reused, "adapter": dg.MetadataValue.path(str(expert.path))})
+
+
+@dg.asset(group_name=GROUP, deps=[lumoe_experts], kinds={"pytorch", "mlflow"},
+          automation_condition=dg.AutomationCondition.eager())
+def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmark_splits, raw_crawls, entity_catalog,
+                   base_model: dict, benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
+                   mlflow: MLflowTracking):
+    """LUMoE over the requests in order of arrival (A, B, C, D, then any later request): after each,
+    its expert joins, the router is refreshed from the registry, every task is evaluated. Logged
+    like the baselines (forget_quality/X-UY, utility/X-UY, stability), plus router quality."""
+    import pandas as pd
+
+    from mlu_training.evaluation import image_loader
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS
+    from mlu_training.lumoe.sequence import LumoeConfig, run_lumoe_sequence
+    from mlu_training.report import markdown
+    from mlu_training.tracking import log_sequence, registered_experts
+
+    experts = registered_experts(mlflow.tracking_uri, REGISTERED_EXPERT)
+    order = [t for t in BENCHMARK_TASKS if t in experts] + sorted(
+        (t for t in experts if t not in BENCHMARK_TASKS), key=lambda t: experts[t]["created"])
+    config = LumoeConfig(tasks=tuple(order), router=routing.backend)
+    load = image_loader(raw_crawls)
+    train = benchmark_splits[benchmark_splits["split"] == "train"]
+    result, quality = run_lumoe_sequence(
+        base_model["path"], {t: (experts[t]["adapter"], experts[t]["entities"]) for t in order}, _names(entity_catalog),
+        knowledge_filter, load, judge.build(benchmark.data_dir), routing.factory(train[["entity_id", "image"]], load),
+        config, on_step=lambda i, t, p: context.log.info(f"lumoe: request {i + 1}/{len(order)} ({t}) {p}"))
+    tags = {"mlu.kind": "lumoe_sequence", "mlu.method": "lumoe", "mlu.order": config.order, "mlu.router": routing.backend,
+            "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.judge": judge.describe()}
+    run_id = log_sequence(mlflow.tracking_uri, result, tags, Path(benchmark.data_dir) / "lumoe" / "artifacts",
+                          mlflow.experiment, extra_metrics=_router_metrics(quality))
+    fq, ut = result.matrix("forget_quality"), result.matrix("utility")
+    final = pd.DataFrame(quality[-1]["per_task"])
+    metrics = result.metrics()
+    return dg.Output(
+        {"method": "lumoe", "order": config.order, "tasks": order, "run_id": run_id, "forget_quality": fq.to_dict(),
+         "utility": ut.to_dict(), "metrics": metrics, "router": quality},
+        metadata={"forget_quality_X_UY": dg.MetadataValue.md(markdown(fq)), "utility_X_UY": dg.MetadataValue.md(markdown(ut)),
+                  "stability_forget_quality": metrics["stability/forget_quality"],
+                  "stability_utility": metrics["stability/utility"],
+                  "router_accuracy": quality[-1]["accuracy"],
+                  "retain_to_expert_rate": quality[-1]["retain_to_expert_rate"],
+                  "router_per_task": dg.MetadataValue.md(final.to_markdown(index=False)), "mlflow_run_id": run_id})
+
+
+def _router_metrics(quality: list[dict]) -> dict[str, float]:
+    out = {}
+    for step in quality:
+        after = step["after"]
+        for key in ("accuracy", "retain_to_expert_rate", "forget_recall"):
+            if step[key] is not None:
+                out[f"router/{key}/U{after}"] = step[key]
+        for row in step["per_task"]:
+            for key in ("precision", "recall"):
+                if row[key] is not None:
+                    out[f"router/{key}/{row['task']}-U{after}"] = row[key]
+    return out

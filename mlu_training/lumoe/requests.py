@@ -1,0 +1,72 @@
+"""Unlearning requests: a small JSON file naming entities to forget, e.g.
+{"entities": ["Taylor Swift", "Big Ben"]}; its file name (without .json) is the request's id.
+A request naming an unknown entity, or none, is rejected with the reason; nothing is registered."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..data.catalog import entity_key
+from ..paths import atomic_write_bytes
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BENCHMARK_TASKS = ("A", "B", "C", "D")
+
+
+class RequestRejected(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UnlearningRequest:
+    id: str
+    entity_ids: list[str]
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "entity_ids": self.entity_ids}
+
+
+def read_request(path: Path, catalog: pd.DataFrame) -> UnlearningRequest:
+    path = Path(path)
+    request_id = path.stem
+    if not REQUEST_ID.match(request_id) or request_id in BENCHMARK_TASKS:
+        raise RequestRejected(f"{path.name}: the file name must be an id of letters, digits, '.', '_' or '-' "
+                              f"(and not a benchmark task {', '.join(BENCHMARK_TASKS)})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestRejected(f"{path.name}: not valid JSON ({e})") from None
+    names = data.get("entities") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise RequestRejected(f"{path.name}: field 'entities' must be a non-empty list of entity names")
+    lookup: dict[str, str] = {}
+    for row in catalog.itertuples(index=False):
+        for name in (row.entity_id, row.entity, *list(row.aliases)):
+            lookup[entity_key(name)] = row.entity_id
+    unknown = [n for n in names if entity_key(n) not in lookup]
+    if unknown:
+        raise RequestRejected(f"{path.name}: unknown entit{'y' if len(unknown) == 1 else 'ies'} "
+                              f"{', '.join(repr(u) for u in unknown)} (not in the entity catalog)")
+    return UnlearningRequest(request_id, sorted({lookup[entity_key(n)] for n in names}))
+
+
+def write_request(folder: Path, request_id: str, entities: list[str]) -> Path:
+    path = Path(folder) / f"{request_id}.json"
+    atomic_write_bytes(path, json.dumps({"entities": entities}, ensure_ascii=False, indent=1).encode())
+    return path
+
+
+def request_rows(request: UnlearningRequest, qa: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
+    """The train rows of the requested entities (up to max_images pictures each), as forget rows."""
+    rows = qa[(qa["split"] == "train") & qa["entity_id"].isin(request.entity_ids)]
+    if max_images is not None:
+        keep = set()
+        for _, images in rows.groupby("entity_id")["image"]:
+            keep.update(sorted(set(images))[:max_images])
+        rows = rows[rows["image"].isin(keep)]
+    return rows.assign(task=request.id, role="forget")
