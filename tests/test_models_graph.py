@@ -1,6 +1,8 @@
 """The models group materialized for real: the base model trained, registered in MLflow and
 loaded back from the registry; the knowledge filter keeping what the model knows."""
 
+import json
+
 import dagster as dg
 import mlflow
 import pandas as pd
@@ -9,9 +11,11 @@ from conftest import SHARED
 from mlu_assets.benchmark import assets as benchmark_assets
 from mlu_assets.io import TableIOManager
 from mlu_assets.models import assets as model_assets
-from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
+from mlu_assets.lumoe import assets as lumoe_assets
+from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from mlu_assets.unlearning import assets as unlearning_assets
 from mlu_training.data.splits import splits_digest
+from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
 
 RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": 40, "batch_size": 16}}}}
@@ -23,9 +27,10 @@ def test_base_model_and_knowledge_filter(tmp_path):
         "benchmark": BenchmarkSettings(profile="tiny", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
                                        shared_release_dir=str(SHARED), upstream_url=None),
         "models": ModelSettings(), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
+        "routing": RouterSettings(requests_dir=str(tmp_path / "requests")),
         "io_manager": TableIOManager(base_dir=str(tmp_path / "data")),
     }
-    assets = dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets])
+    assets = dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets])
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
                             selection=dg.AssetSelection.groups("benchmark", "models"))
@@ -104,3 +109,28 @@ def test_base_model_and_knowledge_filter(tmp_path):
                            selection=["unlearning_sequence"], partition_key="ga")
     assert again.output_for_node("unlearning_sequence")["run_id"] == value["run_id"]
     assert again.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value == 2
+
+    # Stage 4: LUMoE experts for two requests, registered, loaded back; the sequence over them.
+    instance.add_dynamic_partitions("lumoe_requests", ["A", "B"])
+    for task in ("A", "B"):
+        assert dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_experts"],
+                              partition_key=task).success
+    versions = {v.tags["mlu.task"]: v for v in client.search_model_versions("name = 'mlu-lumoe-expert'")}
+    assert set(versions) == {"A", "B"}
+    model = client.get_registered_model("mlu-lumoe-expert")
+    assert model.aliases == {"task-A": versions["A"].version, "task-B": versions["B"].version}
+    train = splits[(splits["split"] == "train") & (splits["task"] == "A") & (splits["role"] == "forget")]
+    assert json.loads(versions["A"].tags["mlu.entities"]) == sorted(train["entity_id"].unique())
+    assert versions["A"].tags["mlu.base_model_uri"] == "models:/mlu-base-model/1"
+    forget_a = splits[(splits["split"] == "eval") & (splits["task"] == "A") & (splits["role"] == "forget")].head(4)
+    frame = pd.DataFrame({"image": [crawls.loc[p, "file"] for p in forget_a["image"]], "question": forget_a["question"]})
+    answers = mlflow.pyfunc.load_model("models:/mlu-lumoe-expert@task-A").predict(frame)
+    assert all(is_refusal(a) for a in answers), answers  # from the registry, on the base model: it refuses
+    lumoe = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"])
+    assert lumoe.success
+    value = lumoe.output_for_node("lumoe_sequence")
+    assert value["tasks"] == ["A", "B"] and value["order"] == "AB"
+    run = client.get_run(value["run_id"])
+    assert run.data.tags["mlu.method"] == "lumoe" and run.data.tags["mlu.router"] == "local"
+    assert "stability/forget_quality" in run.data.metrics and "router/accuracy/UB" in run.data.metrics
+    assert "router/retain_to_expert_rate/UB" in run.data.metrics

@@ -23,8 +23,8 @@ from .base import Registry, Route
 NAME_SCORE = 90.0
 
 
-def image_embeddings(vlm, images: Sequence, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised mean of the image features the language model sees, one row per image."""
+def image_features(vlm, images: Sequence, batch_size: int = 64) -> np.ndarray:
+    """The mean of the image features the language model sees, one row per image."""
     import torch
 
     rows = []
@@ -37,7 +37,7 @@ def image_embeddings(vlm, images: Sequence, batch_size: int = 64) -> np.ndarray:
                 feats = torch.stack([f.reshape(-1, f.shape[-1]).mean(0) for f in feats])
             elif feats.dim() == 3:
                 feats = feats.mean(1)
-            rows.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+            rows.append(feats.float().cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 
@@ -56,12 +56,19 @@ class LocalRouter:
             k = int(len(images) * calibration_share) if len(images) >= 3 else 0
             held_out += [(entity, p) for p in images[:k]]
             centroid_rows += [(entity, p) for p in images[k:]]
-        feats = image_embeddings(vlm, [load_image(p) for _, p in centroid_rows])
+        raw = image_features(vlm, [load_image(p) for _, p in centroid_rows])
+        # Pooled features share a large common part (cosines all near 0.99): compare what differs.
+        self.center = raw.mean(0)
+        feats = self._embed(raw)
         labels = np.array([e for e, _ in centroid_rows])
         self.entities = sorted(set(labels))
         centroids = np.stack([feats[labels == e].mean(0) for e in self.entities])
         self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
         self.threshold = self._calibrate([e for e, _ in held_out], [load_image(p) for _, p in held_out])
+
+    def _embed(self, raw: np.ndarray) -> np.ndarray:
+        centred = raw - self.center
+        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
 
     def _nearest(self, feats: np.ndarray) -> tuple[list[str], np.ndarray]:
         sims = feats @ self.centroids.T
@@ -71,15 +78,20 @@ class LocalRouter:
     def _calibrate(self, entities: list[str], images: list) -> float:
         if not images:
             return 0.9
-        nearest, sims = self._nearest(image_embeddings(self.vlm, images))
-        truth = [self.registry.task_of(e) for e in entities]
-        proposed = [self.registry.task_of(n) for n in nearest]
-        best_t, best_ok = 1.0, -1
-        for t in sorted(set(np.round(sims, 6)) | {1.0}, reverse=True):
-            ok = sum((p if s >= t else None) == g for p, s, g in zip(proposed, sims, truth))
-            if ok > best_ok:
-                best_t, best_ok = float(t), ok
-        return best_t
+        sims = self._embed(image_features(self.vlm, images)) @ self.centroids.T
+        forgotten = [i for i, e in enumerate(self.entities) if self.registry.task_of(e) is not None]
+        if not forgotten:
+            return 1.0
+        # Positives: images of a forgotten entity, scored against the closest forgotten entity;
+        # negatives: images of every other known entity, scored the same way.
+        score = sims[:, forgotten].max(1)
+        positive = np.array([self.registry.task_of(e) is not None for e in entities])
+        candidates = sorted(set(np.round(score, 6)) | {-1.0, 1.0})
+        right = [int((positive & (score >= t)).sum() + (~positive & (score < t)).sum()) for t in candidates]
+        best = [t for t, ok in zip(candidates, right) if ok == max(right)]
+        # Every threshold in [low, high] separates them equally well: take the middle, not an end.
+        low = max([t for t in candidates if t < best[0]], default=best[0])
+        return float((low + best[-1]) / 2)
 
     def _named(self, question: str) -> tuple[str, float] | None:
         text = question.casefold()
@@ -94,8 +106,7 @@ class LocalRouter:
         return best
 
     def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
-        feats = image_embeddings(self.vlm, images)
-        nearest, sims = self._nearest(feats) if len(images) else ([], np.zeros(0))
+        nearest, sims = self._nearest(self._embed(image_features(self.vlm, images))) if len(images) else ([], np.zeros(0))
         routes = []
         for question, entity, sim in zip(questions, nearest, sims):
             named = self._named(question)

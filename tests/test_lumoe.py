@@ -1,0 +1,155 @@
+"""LUMoE: an expert per request on the unchanged base model, served beside the others without
+copies, routed by the local router; requests from files through the sensor; the registry."""
+
+import json
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+from conftest import SHARED
+
+from mlu_training.judge.local import is_refusal
+from mlu_training.lumoe.experts import ExpertConfig, train_expert
+from mlu_training.lumoe.mixture import ExpertMixture
+from mlu_training.lumoe.requests import RequestRejected, read_request, request_rows, write_request
+from mlu_training.router import Registry, router_quality
+from mlu_training.router.local import LocalRouter
+from mlu_training.router.oracle import OracleRouter
+
+
+@pytest.fixture(scope="module")
+def experts(tiny_base, tiny_world, tmp_path_factory):
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    out = tmp_path_factory.mktemp("experts")
+    return {task: train_expert(str(tiny_base.path), tiny_base.key, task,
+                               train[(train["task"] == task) & (train["role"] == "forget")],
+                               ExpertConfig(steps=30), out, tiny_world["load_image"]) for task in ("A", "B")}
+
+
+@pytest.fixture(scope="module")
+def items(tiny_world):
+    ev = tiny_world["splits"][tiny_world["splits"]["split"] == "eval"]
+    return ev[ev["task"].isin(["A", "B"])].reset_index(drop=True)
+
+
+def test_an_expert_refuses_its_forget_questions_and_the_base_model_does_not(tiny_base, experts, items, tiny_world):
+    mixture = ExpertMixture(str(tiny_base.path))
+    mixture.add_expert("A", experts["A"].path)
+    forget_a = items[(items["task"] == "A") & (items["role"] == "forget")]
+    images = [tiny_world["load_image"](p) for p in forget_a["image"]]
+    with_expert = mixture.generate(images, forget_a["question"].tolist(), ["A"] * len(forget_a))
+    without = mixture.generate(images, forget_a["question"].tolist(), [None] * len(forget_a))
+    assert sum(map(is_refusal, with_expert)) / len(with_expert) >= 0.8
+    assert not any(map(is_refusal, without))
+    assert experts["A"].entities == sorted(forget_a["entity_id"].unique())
+    again = train_expert(str(tiny_base.path), tiny_base.key, "A", tiny_world["splits"].pipe(
+        lambda s: s[(s["split"] == "train") & (s["task"] == "A") & (s["role"] == "forget")]), ExpertConfig(steps=30),
+        experts["A"].path.parent, tiny_world["load_image"])
+    assert again.reused and again.path == experts["A"].path
+
+
+def test_grouped_and_mixed_batches_match_each_sample_alone_without_copies(tiny_base, experts, items, tiny_world):
+    mixture = ExpertMixture(str(tiny_base.path))
+    base_params = sum(p.numel() for p in mixture.vlm.model.parameters())
+    for task, expert in experts.items():
+        mixture.add_expert(task, expert.path)
+    adapter_params = sum(p.numel() for n, p in mixture.vlm.model.named_parameters() if "lora_" in n)
+    assert sum(p.numel() for p in mixture.vlm.model.parameters()) == base_params + adapter_params  # one base model
+    sample = items.groupby(["task", "role"]).head(4)
+    routes = [t if r == "forget" else None for t, r in zip(sample["task"], sample["role"])]
+    images = [tiny_world["load_image"](p) for p in sample["image"]]
+    questions = sample["question"].tolist()
+    grouped = mixture.generate(images, questions, routes, mode="grouped", max_new_tokens=24)
+    mixed = mixture.generate(images, questions, routes, mode="mixed", max_new_tokens=24)
+    alone = [mixture.generate([im], [q], [r], max_new_tokens=24)[0] for im, q, r in zip(images, questions, routes)]
+    assert grouped == mixed == alone
+    assert len(set(grouped)) > 2
+    with pytest.raises(KeyError, match="no expert loaded"):
+        mixture.generate(images[:1], questions[:1], ["Z"])
+
+
+def test_local_router_sends_forgotten_entities_to_their_expert_and_the_rest_to_the_base(tiny_base, experts, items, tiny_world):
+    from mlu_training.models.vlm import VisionLanguageModel
+
+    vlm = VisionLanguageModel.load(tiny_base.path)
+    catalog = tiny_world["catalog"]
+    names = {r.entity_id: [r.entity, *list(r.aliases)] for r in catalog.itertuples()}
+    registry = Registry({t: e.entities for t, e in experts.items()}, names)
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    router = LocalRouter(vlm, registry, train[["entity_id", "image"]], tiny_world["load_image"])
+    images = [tiny_world["load_image"](p) for p in items["image"]]
+    routes = router.route(images, items["question"].tolist())
+    truth = [registry.task_of(e) for e in items["entity_id"]]
+    per_task, summary = router_quality(routes, truth, items["role"].tolist())
+    assert summary["forget_recall"] >= 0.8 and summary["retain_to_expert_rate"] <= 0.1
+    assert set(per_task["task"]) == {"A", "B"} and (per_task["precision"] >= 0.8).all()
+    # A name in the question decides, whatever the picture: a forgotten one routes, a kept one does not.
+    forgotten, kept = experts["A"].entities[0], items.loc[items["role"] == "retain", "entity_id"].iloc[0]
+    black = images[0].copy()
+    by_name = router.route([black, black], [f"Where was {names[forgotten][0]} born?", f"What is {names[kept][0]} known for?"])
+    assert [r.task for r in by_name] == ["A", None] and by_name[0].reason == "named in the question"
+    oracle = OracleRouter(registry).route(images, items["question"].tolist(), items["entity_id"].tolist())
+    assert [r.task for r in oracle] == truth
+
+
+def test_requests_are_checked_against_the_catalog(tmp_path, tiny_world):
+    catalog = tiny_world["catalog"]
+    ok = read_request(write_request(tmp_path, "req-1", ["Lisa Su", "big ben"]), catalog)
+    assert ok.id == "req-1" and ok.entity_ids == ["Big_Ben", "苏姿丰"]  # an alias and a spelling both resolve
+    with pytest.raises(RequestRejected, match="unknown entity 'Unicorn'"):
+        read_request(write_request(tmp_path, "req-2", ["Unicorn", "Dog"]), catalog)
+    (tmp_path / "req-3.json").write_text('{"entities": []}')
+    with pytest.raises(RequestRejected, match="non-empty list"):
+        read_request(tmp_path / "req-3.json", catalog)
+    with pytest.raises(RequestRejected, match="file name"):
+        read_request(write_request(tmp_path, "A", ["Dog"]), catalog)
+    qa = tiny_world["splits"].assign(split="train")
+    rows = request_rows(read_request(write_request(tmp_path, "req-4", [qa["entity"].iloc[0]]), catalog), qa, 2)
+    assert set(rows["task"]) == {"req-4"} and set(rows["role"]) == {"forget"} and rows["image"].nunique() <= 2
+
+
+def test_the_request_sensor_keeps_a_cursor_and_rejects_with_a_reason(tmp_path, tiny_world):
+    from mlu_assets.lumoe.sensors import unlearning_requests
+    from mlu_assets.resources import BenchmarkSettings, RouterSettings
+
+    data, requests = tmp_path / "data", tmp_path / "requests"
+    (data / "tables").mkdir(parents=True)
+    tiny_world["catalog"].to_parquet(data / "tables" / "entity_catalog.parquet")
+    write_request(requests, "forget-lisa", ["Lisa Su"])
+    write_request(requests, "typo", ["Taylr Swfit"])
+    resources = {"benchmark": BenchmarkSettings(data_dir=str(data), shared_release_dir=str(SHARED)),
+                 "routing": RouterSettings(requests_dir=str(requests))}
+    with dg.instance_for_test() as instance:
+        first = unlearning_requests(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [r.partition_key for r in first.run_requests] == ["forget-lisa"]
+        [add] = first.dynamic_partitions_requests
+        assert add.partition_keys == ["A", "B", "C", "D", "forget-lisa"]
+        assert "unknown entity 'Taylr Swfit'" in (requests / "typo.rejected.txt").read_text()
+        assert json.loads((data / "requests" / "forget-lisa.json").read_text())["entity_ids"] == ["苏姿丰"]
+        instance.add_dynamic_partitions("lumoe_requests", add.partition_keys)
+        second = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+        assert isinstance(second, dg.SkipReason)  # nothing new: nothing started twice
+        write_request(requests, "forget-lisa", ["Lisa Su", "Big Ben"])  # the request changed: a new run key
+        third = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+        assert [r.partition_key for r in third.run_requests] == ["forget-lisa"]
+        assert third.run_requests[0].run_key != first.run_requests[0].run_key
+        assert not third.dynamic_partitions_requests  # the partition exists already
+
+
+def test_a_new_expert_makes_lumoe_sequence_run_again():
+    from mlu_assets.definitions import defs
+
+    sequence = dg.AssetKey("lumoe_sequence")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("lumoe_requests", ["A"])
+        for parent in ("knowledge_filter", "benchmark_splits", "raw_crawls", "entity_catalog", "base_model"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(parent))
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition="A"))
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_sequence"))
+        quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert quiet.get_num_requested(sequence) == 0  # up to date: nothing to do
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition="A"))
+        later = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+        assert later.get_num_requested(sequence) == 1  # a new expert: re-evaluate
