@@ -56,6 +56,10 @@ defs = dg.Definitions(
         "routing": RouterSettings(
             backend=setting("MLU_ROUTER", "local"),
             requests_dir=setting("MLU_REQUESTS_DIR", RouterSettings.model_fields["requests_dir"].default),
+            model=setting("MLU_ROUTER_MODEL", "gpt-4o"),
+            base_url=setting("OPENAI_BASE_URL", None),
+            api_key=setting("OPENAI_API_KEY", None),
+            cache_url=setting("MLU_API_CACHE_URL", None),
         ),
         "mlflow": MLflowTracking(tracking_uri=setting("MLFLOW_TRACKING_URI", paths.default_tracking_uri())),
         "io_manager": TableIOManager(base_dir=data_dir),

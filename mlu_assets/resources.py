@@ -83,9 +83,19 @@ class RouterSettings(dg.ConfigurableResource):
 
     backend: str = "local"  # MLU_ROUTER
     requests_dir: str = str(paths.PROJECT_ROOT / "unlearning_requests")  # MLU_REQUESTS_DIR
+    model: str = "gpt-4o"  # MLU_ROUTER_MODEL
+    base_url: str | None = None  # OPENAI_BASE_URL
+    api_key: str | None = None  # OPENAI_API_KEY: only ever an EnvVar, never logged
+    cache_url: str | None = None  # MLU_API_CACHE_URL
 
-    def factory(self, gallery, load_image):
+    def factory(self, gallery, load_image, entity_classes: dict[str, str] | None = None, data_dir: str = "."):
         """(vlm, registry) -> router."""
+        if self.backend == "openai":
+            from mlu_training.router.openai_router import OpenAIRouter
+
+            cache = self.cache_url or f"sqlite:///{Path(data_dir) / 'api_cache.sqlite'}"
+            return lambda vlm, registry: OpenAIRouter(registry, entity_classes or {}, self.model, self.base_url,
+                                                      self.api_key, cache)
         if self.backend == "local":
             from mlu_training.router.local import LocalRouter
 
@@ -94,4 +104,4 @@ class RouterSettings(dg.ConfigurableResource):
             from mlu_training.router.oracle import OracleRouter
 
             return lambda vlm, registry: OracleRouter(registry)
-        raise ValueError(f"MLU_ROUTER={self.backend!r}: choose local or oracle (openai: see README)")
+        raise ValueError(f"MLU_ROUTER={self.backend!r}: choose local, openai or oracle")

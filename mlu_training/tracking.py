@@ -196,6 +196,8 @@ def registered_experts(tracking_uri: str, registered_name: str) -> dict[str, dic
 
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # models:/ URIs resolve through the global registry URI
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         model = client.get_registered_model(registered_name)

@@ -153,3 +153,40 @@ def test_a_new_expert_makes_lumoe_sequence_run_again():
         instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition="A"))
         later = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
         assert later.get_num_requested(sequence) == 1  # a new expert: re-evaluate
+
+
+def test_openai_router_two_steps_through_a_real_local_server(tmp_path, tiny_world):
+    from mlu_training.router.openai_router import OpenAIRouter
+    from mlu_training.serving.local_openai import Fault, LocalChatServer, last_user_text
+
+    catalog = tiny_world["catalog"]
+    classes = dict(zip(catalog["entity_id"], catalog["class_name"]))
+    names = {r.entity_id: [r.entity, *list(r.aliases)] for r in catalog.itertuples()}
+    registry = Registry({"A": ["Dolphin"]}, names)
+    seen_images = []
+
+    def vision_model(body):  # answers like a model that recognises a dolphin in any picture
+        parts = body["messages"][-1]["content"]
+        seen_images.append(next(p["image_url"]["url"] for p in parts if p["type"] == "image_url"))
+        text = last_user_text(body)
+        if "Which one of these categories" in text:
+            return "Animals." if "swim" in text else "None"
+        return "dolphin" if "Dolphin" in text else "None"
+
+    image = tiny_world["load_image"](tiny_world["splits"]["image"].iloc[0])
+    with LocalChatServer(vision_model) as server:
+        server.inject(Fault(status=429, retry_after=0.1), Fault(status=503))
+        router = OpenAIRouter(registry, classes, "vision", base_url=server.base_url,
+                              cache_url=f"sqlite:///{tmp_path}/c.db", concurrency=1, backoff_s=0.01)
+        routes = router.route([image, image], ["How fast does it swim?", "What is this?"])
+        assert [r.task for r in routes] == ["A", None] and routes[0].entity == "Dolphin"
+        assert routes[1].reason == "class: None"
+        assert seen_images[0].startswith("data:image/png;base64,")
+        n = server.requests
+        assert [r.task for r in router.route([image], ["How fast does it swim?"])] == ["A"]
+        assert server.requests == n  # cached: no call
+        server.inject(*[Fault(status=500)] * 6)
+        down = OpenAIRouter(registry, classes, "vision", base_url=server.base_url, concurrency=1, backoff_s=0.01,
+                            max_retries=2)
+        [missing] = down.route([image], ["Where does it swim?"])
+        assert missing.task is None and missing.reason.startswith("missing:") and down.missing == 1

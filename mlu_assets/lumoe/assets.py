@@ -93,7 +93,9 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     train = benchmark_splits[benchmark_splits["split"] == "train"]
     result, quality = run_lumoe_sequence(
         base_model["path"], {t: (experts[t]["adapter"], experts[t]["entities"]) for t in order}, _names(entity_catalog),
-        knowledge_filter, load, judge.build(benchmark.data_dir), routing.factory(train[["entity_id", "image"]], load),
+        knowledge_filter, load, judge.build(benchmark.data_dir),
+        routing.factory(train[["entity_id", "image"]], load, dict(zip(entity_catalog["entity_id"], entity_catalog["class_name"])),
+                        benchmark.data_dir),
         config, on_step=lambda i, t, p: context.log.info(f"lumoe: request {i + 1}/{len(order)} ({t}) {p}"))
     tags = {"mlu.kind": "lumoe_sequence", "mlu.method": "lumoe", "mlu.order": config.order, "mlu.router": routing.backend,
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.judge": judge.describe()}
@@ -117,7 +119,7 @@ def _router_metrics(quality: list[dict]) -> dict[str, float]:
     out = {}
     for step in quality:
         after = step["after"]
-        for key in ("accuracy", "retain_to_expert_rate", "forget_recall"):
+        for key in ("accuracy", "retain_to_expert_rate", "forget_recall", "missing"):
             if step[key] is not None:
                 out[f"router/{key}/U{after}"] = step[key]
         for row in step["per_task"]:

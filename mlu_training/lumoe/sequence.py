@@ -64,5 +64,6 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
         frame.insert(1, "step", index)
         frames.append(frame)
         per_task, summary = router_quality(routes, truth, items["role"].tolist())
-        quality.append({"after": task, **summary, "per_task": per_task.to_dict("records")})
+        quality.append({"after": task, **summary, "missing": getattr(router, "missing", 0),  # API routes not had
+                        "per_task": per_task.to_dict("records")})
     return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality

@@ -1,0 +1,110 @@
+"""LUMoE serving, side by side on the same items in one run:
+- routed evaluation (every expert loaded beside one base model; grouped by route, or one mixed
+  batch) vs the base model alone, batched: throughput ratio;
+- vs the reference code's way: a deep copy of the whole model per adapter, one sample at a time;
+- the extra memory each expert costs, over the size of its adapter file.
+Routes are the oracle's (the router is not what is timed here). Needs `make run` first.
+Usage: .venv/bin/python bench/lumoe.py [--reference-items 48]"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import torch
+from _inputs import load_run_outputs
+
+from mlu_training.evaluation import image_loader
+from mlu_training.lumoe.mixture import ExpertMixture
+from mlu_training.models.tiny_llava import torch_threads
+from mlu_training.paths import default_data_dir, default_tracking_uri
+from mlu_training.router import Registry
+from mlu_training.tracking import registered_experts
+
+
+def rss() -> int:
+    return psutil.Process(os.getpid()).memory_info().rss
+
+
+@torch.inference_mode()
+def reference_generate(vlm, model, image, question: str, max_new_tokens: int) -> str:
+    inputs = vlm.processor(text=vlm.prompts([question]), images=[image], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=vlm.tokenizer.pad_token_id)
+    return vlm.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reference-items", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    args = ap.parse_args()
+    torch_threads()
+    splits, crawls, base = load_run_outputs()
+    items = pd.read_parquet(Path(default_data_dir()) / "tables" / "knowledge_filter.parquet")
+    experts = registered_experts(os.environ.get("MLFLOW_TRACKING_URI", default_tracking_uri()), "mlu-lumoe-expert")
+    experts = {t: e for t, e in experts.items() if t in "ABCD"}
+    registry = Registry({t: e["entities"] for t, e in experts.items()}, {})
+    routes = [registry.task_of(e) for e in items["entity_id"]]
+    load = image_loader(crawls)
+    images, questions = [load(p) for p in items["image"]], items["question"].tolist()
+    opts = {"max_new_tokens": args.max_new_tokens}
+
+    mixture = ExpertMixture(base["path"])
+    mixture.vlm.generate(images[:2], questions[:2], max_new_tokens=4)  # warm-up
+    before = rss()
+    lora_bytes, file_bytes = [], []
+    for task, e in experts.items():
+        params_before = sum(p.numel() * p.element_size() for p in mixture.vlm.model.parameters())
+        mixture.add_expert(task, e["adapter"])
+        lora_bytes.append(sum(p.numel() * p.element_size() for p in mixture.vlm.model.parameters()) - params_before)
+        file_bytes.append(sum(f.stat().st_size for f in Path(e["adapter"]).glob("*.safetensors")))
+    rss_per_expert = (rss() - before) / len(experts)
+
+    timings = {}
+    with mixture.vlm.model.disable_adapter():
+        t = time.perf_counter()
+        base_answers = mixture.vlm.generate(images, questions, **opts)
+        timings["base"] = time.perf_counter() - t
+    for mode in ("grouped", "mixed"):
+        t = time.perf_counter()
+        answers = mixture.generate(images, questions, routes, mode=mode, **opts)
+        timings[mode] = time.perf_counter() - t
+        timings[mode + "_answers"] = answers
+
+    # The reference: a full copy of the model per adapter, one sample at a time.
+    from peft import PeftModel
+
+    copies, copy_rss_before = {}, rss()
+    plain = ExpertMixture(base["path"]).vlm
+    for task, e in experts.items():
+        copies[task] = PeftModel.from_pretrained(copy.deepcopy(plain.model), e["adapter"]).eval()
+    copy_rss = (rss() - copy_rss_before) / len(experts)
+    n = args.reference_items
+    t = time.perf_counter()
+    reference = [reference_generate(plain, copies[r] if r else plain.model, im, q, args.max_new_tokens)
+                 for im, q, r in zip(images[:n], questions[:n], routes[:n])]
+    reference_per_item = (time.perf_counter() - t) / n
+
+    same = sum(a == b for a, b in zip(reference, timings["grouped_answers"][:n]))
+    per_item = {k: timings[k] / len(items) for k in ("base", "grouped", "mixed")}
+    print(f"{len(items)} items, {len(experts)} experts, {sum(r is not None for r in routes)} routed to an expert")
+    print(f"base model alone (batched):   {per_item['base'] * 1000:7.1f} ms/item")
+    print(f"LUMoE grouped by route:       {per_item['grouped'] * 1000:7.1f} ms/item  "
+          f"= {per_item['base'] / per_item['grouped']:.2f} of base throughput")
+    print(f"LUMoE one mixed batch:        {per_item['mixed'] * 1000:7.1f} ms/item  "
+          f"= {per_item['base'] / per_item['mixed']:.2f} of base throughput")
+    print(f"reference (copy per adapter, one at a time, {n} items): {reference_per_item * 1000:7.1f} ms/item; "
+          f"grouped is {reference_per_item / per_item['grouped']:.1f}x faster; same answers {same}/{n}")
+    print(f"memory per expert: {sum(lora_bytes) / len(lora_bytes) / 1e6:.2f} MB of tensors for a "
+          f"{sum(file_bytes) / len(file_bytes) / 1e6:.2f} MB adapter file "
+          f"(ratio {sum(lora_bytes) / sum(file_bytes):.2f}); process memory +{rss_per_expert / 1e6:.1f} MB per expert "
+          f"(ratio {rss_per_expert * len(experts) / sum(file_bytes):.2f}), vs +{copy_rss / 1e6:.1f} MB per deep copy")
+
+
+if __name__ == "__main__":
+    main()
