@@ -25,8 +25,8 @@ run: setup  ## materialize the main job into dagster_home/ (embedded SQLite, no 
 test: setup  ## the whole test-suite
 	$(BIN)/python -m pytest
 
-ui: setup  ## the Dagster UI on 127.0.0.1:3000
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+ui: setup  ## the Dagster UI (127.0.0.1:3000) and the MLflow UI (127.0.0.1:5000); Ctrl-C stops both
+	bash scripts/ui.sh
 
 clean:  ## forget everything mlu made (keeps .venv and the release cache)
 	rm -rf data mlflow dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/.logs_queue dagster_home/.nux dagster_home/.telemetry

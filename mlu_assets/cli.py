@@ -11,17 +11,19 @@ import sys
 import time
 
 
-def _summary(rows: list[dict]) -> None:
+def _print_leaderboard(board: list[dict], html: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Unlearning sequences (mean over tasks after the last request)")
-    for col in ("method", "order", "forget quality", "utility", "stability FQ", "stability utility", "seconds"):
-        table.add_column(col, justify="right" if col not in ("method", "order") else "left")
-    for r in rows:
-        table.add_row(r["method"], r["order"], f"{r['fq']:.2f}", f"{r['utility']:.2f}", f"{r['stab_fq']:.2f}",
-                      f"{r['stab_ut']:.2f}", f"{r['seconds']:.0f}")
+    table = Table(title="mlu leaderboard (after the last request; drift = the stability objective, 0 = stable)")
+    columns = list(board[0]) if board else []
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("method", "order") else "right")
+    for row in board:
+        table.add_row(*["–" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v))
+                        for v in (row[c] for c in columns)])
     Console().print(table)
+    print(f"report: {html}")
 
 
 def run(methods: list[str]) -> int:
@@ -43,7 +45,6 @@ def run(methods: list[str]) -> int:
     if not result.success:
         print("mlu: the benchmark or models group failed; see the run in the Dagster UI", file=sys.stderr)
         return 1
-    rows = []
     for method in methods:
         t = time.perf_counter()
         print(f"mlu: unlearning with {method} …", flush=True)
@@ -52,13 +53,7 @@ def run(methods: list[str]) -> int:
         if not result.success:
             print(f"mlu: {method} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
-        value = result.output_for_node("unlearning_sequence")
-        last = f"U{value['order'][-1]}"
-        fq = [v for v in value["forget_quality"][last].values() if v is not None]
-        ut = [v for v in value["utility"][last].values() if v is not None]
-        rows.append({"method": method, "order": value["order"], "fq": sum(fq) / max(1, len(fq)),
-                     "utility": sum(ut) / max(1, len(ut)), "stab_fq": value["metrics"]["stability/forget_quality"],
-                     "stab_ut": value["metrics"]["stability/utility"], "seconds": time.perf_counter() - t})
+        print(f"mlu: {method} done in {time.perf_counter() - t:.0f} s", flush=True)
     print("mlu: LUMoE experts A-D, then the sequence …", flush=True)
     from mlu_training.lumoe.requests import BENCHMARK_TASKS
 
@@ -78,14 +73,13 @@ def run(methods: list[str]) -> int:
     if not result.success:
         print("mlu: lumoe_sequence failed; see the run in the Dagster UI", file=sys.stderr)
         return 1
-    value = result.output_for_node("lumoe_sequence")
-    last = f"U{value['tasks'][-1]}"
-    fq = [v for v in value["forget_quality"][last].values() if v is not None]
-    ut = [v for v in value["utility"][last].values() if v is not None]
-    rows.append({"method": "lumoe", "order": value["order"], "fq": sum(fq) / max(1, len(fq)),
-                 "utility": sum(ut) / max(1, len(ut)), "stab_fq": value["metrics"]["stability/forget_quality"],
-                 "stab_ut": value["metrics"]["stability/utility"], "seconds": time.perf_counter() - t})
-    _summary(rows)
+    print(f"mlu: LUMoE done in {time.perf_counter() - t:.0f} s; the report …", flush=True)
+    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False, selection=["report"])
+    if not result.success:
+        print("mlu: report failed; see the run in the Dagster UI", file=sys.stderr)
+        return 1
+    value = result.output_for_node("report")
+    _print_leaderboard(value["leaderboard"], value["html"])
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     return 0

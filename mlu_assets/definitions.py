@@ -11,6 +11,7 @@ import dagster as dg
 from mlu_training import paths
 
 from .benchmark import assets as benchmark_assets
+from .evaluation import assets as evaluation_assets
 from .io import TableIOManager
 from .lumoe import assets as lumoe_assets
 from .lumoe.sensors import unlearning_requests
@@ -27,7 +28,8 @@ benchmark_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets]),
+    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets,
+                                             evaluation_assets]),
     jobs=[benchmark_job],
     sensors=[
         unlearning_requests,

@@ -41,3 +41,109 @@ def heatmap_png(matrix: pd.DataFrame, title: str, path: Path) -> Path:
 def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
     table = matrix.astype(float).round(digits).astype(object).where(matrix.notna(), "–")
     return table.reset_index(names="task").to_markdown(index=False)
+
+
+def collect_runs(tracking_uri: str, experiment: str, profile: str) -> dict[str, dict]:
+    """The newest finished sequence run of each method (baselines and LUMoE) for the profile."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], f"tags.`mlu.profile` = '{profile}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"])
+    out: dict[str, dict] = {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("mlu.kind") not in ("unlearning_sequence", "lumoe_sequence") or tags.get("mlu.method") in out:
+            continue
+        order = tags["mlu.order"]
+        tasks = order.split(",") if "," in order else list(order)
+        out[tags["mlu.method"]] = {"run_id": run.info.run_id, "order": order, "tasks": tasks, "metrics": run.data.metrics}
+    return out
+
+
+def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str]) -> pd.DataFrame:
+    table = {f"U{y}": {x: metrics.get(f"{kind}/{x}-U{y}") for x in tasks} for y in tasks}
+    return pd.DataFrame(table).reindex(tasks)
+
+
+def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
+    """Per method: the mean over tasks after the last request, stability, router quality (LUMoE)."""
+    rows = []
+    for method, run in runs.items():
+        last = run["tasks"][-1]
+        fq = matrix_from_metrics(run["metrics"], "forget_quality", run["tasks"])[f"U{last}"].dropna()
+        ut = matrix_from_metrics(run["metrics"], "utility", run["tasks"])[f"U{last}"].dropna()
+        m = run["metrics"]
+        precision = [v for k, v in m.items() if k.startswith("router/precision/") and k.endswith(f"-U{last}")]
+        recall = [v for k, v in m.items() if k.startswith("router/recall/") and k.endswith(f"-U{last}")]
+        rows.append({"method": method, "order": run["order"],
+                     "forget quality": fq.mean() if len(fq) else None, "utility": ut.mean() if len(ut) else None,
+                     "drift FQ": m.get("stability/forget_quality"), "drift utility": m.get("stability/utility"),
+                     "router prec.": sum(precision) / len(precision) if precision else None,
+                     "router recall": sum(recall) / len(recall) if recall else None})
+    board = pd.DataFrame(rows)
+    if board.empty:
+        return board
+    board["score"] = (board["forget quality"].fillna(0) + board["utility"].fillna(0)) / 2
+    return board.sort_values(["score", "method"], ascending=[False, True]).drop(columns="score").reset_index(drop=True)
+
+
+def degradation_png(runs: dict[str, dict], kind: str, task: str, path: Path) -> Path:
+    """How task `task`'s score moves as later requests are unlearned: one line per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for method, run in sorted(runs.items()):
+        if task not in run["tasks"]:
+            continue
+        after = run["tasks"][run["tasks"].index(task):]
+        values = [run["metrics"].get(f"{kind}/{task}-U{y}") for y in after]
+        ax.plot(range(len(after)), [v if v is not None else float("nan") for v in values], marker="o", label=method)
+        ax.set_xticks(range(len(after)), [f"U{y}" for y in after])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel(kind.replace("_", " "))
+    ax.set_title(f"task {task}: {kind.replace('_', ' ')} as requests accumulate", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
+    """Leaderboard, heatmaps, degradation curves as PNG files, and one self-contained HTML page."""
+    import base64
+    import html
+
+    out_dir = Path(out_dir)
+    board = leaderboard(runs)
+    figures: list[tuple[str, Path]] = []
+    first = next(iter(runs.values()))["tasks"][0] if runs else "A"
+    for kind in ("forget_quality", "utility"):
+        figures.append((f"Degradation of task {first}: {kind.replace('_', ' ')}",
+                        degradation_png(runs, kind, first, out_dir / f"degradation_{kind}_{first}.png")))
+    for method, run in sorted(runs.items()):
+        for kind in ("forget_quality", "utility"):
+            figures.append((f"{method}: {kind.replace('_', ' ')} X-UY",
+                            heatmap_png(matrix_from_metrics(run["metrics"], kind, run["tasks"]),
+                                        f"{method} {kind.replace('_', ' ')} (X-UY)", out_dir / f"{method}_{kind}.png")))
+    images = "\n".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, p in figures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlu report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:8px}}</style></head>
+<body><h1>mlu: lifelong unlearning report</h1>
+<p>Forget quality: refusal score on forget sets; utility: correctness on retain sets; both the mean over tasks
+after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_T,t)|, 0 = stable.</p>
+<h2>Leaderboard</h2>{board.to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–")}
+<h2>Figures</h2>{images}</body></html>"""
+    html_path = out_dir / "report.html"
+    from .paths import atomic_write_bytes
+
+    atomic_write_bytes(html_path, page.encode())
+    return {"leaderboard": board, "html": html_path, "figures": [p for _, p in figures]}
