@@ -141,8 +141,8 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     method = get_method(config.method, beta=config.beta, retain_weight=config.retain_weight,
                         refusal_weight=config.refusal_weight)
 
-    finished = 0
-    while (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file() if finished < len(config.order) else False:
+    finished = 0  # steps already done by an earlier, interrupted run
+    while finished < len(config.order) and (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file():
         finished += 1
     resumed_from = finished
     if finished == len(config.order):

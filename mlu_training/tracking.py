@@ -186,8 +186,15 @@ def register_expert(tracking_uri: str, registered_name: str, adapter_dir: str, b
         version = str(info.registered_model_version)
         for k, v in version_tags.items():
             client.set_model_version_tag(registered_name, version, k, str(v))
-        client.set_registered_model_alias(registered_name, f"task-{task}", version)
+        set_alias(tracking_uri, registered_name, f"task-{task}", version)
         return {"version": version, "model_uri": f"models:/{registered_name}/{version}", "run_id": run.info.run_id}
+
+
+def set_alias(tracking_uri: str, registered_name: str, alias: str, version: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
+        registered_name, alias, version)
 
 
 def registered_experts(tracking_uri: str, registered_name: str) -> dict[str, dict]:

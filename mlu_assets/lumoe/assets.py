@@ -33,7 +33,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.experts import train_expert
     from mlu_training.lumoe.requests import BENCHMARK_TASKS, UnlearningRequest, request_rows
-    from mlu_training.tracking import find_model_version, register_expert
+    from mlu_training.tracking import find_model_version, register_expert, set_alias
 
     task = context.partition_key
     if task in BENCHMARK_TASKS:
@@ -55,10 +55,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
             "mlu.expert_key": expert.key, "mlu.train_loss": f"{sum(expert.losses[-5:]) / len(expert.losses[-5:]):.4f}"}
     if existing is not None:
         registered = {"version": str(existing.version), "model_uri": f"models:/{REGISTERED_EXPERT}/{existing.version}"}
-        import mlflow as mlflow_lib
-
-        mlflow_lib.MlflowClient(mlflow.tracking_uri, registry_uri=mlflow.tracking_uri).set_registered_model_alias(
-            REGISTERED_EXPERT, f"task-{task}", registered["version"])
+        set_alias(mlflow.tracking_uri, REGISTERED_EXPERT, f"task-{task}", registered["version"])
     else:
         registered = register_expert(mlflow.tracking_uri, REGISTERED_EXPERT, str(expert.path), base_model["model_uri"],
                                      task, {"mlu.kind": "lumoe_expert", **tags}, tags, config.model_dump(),
