@@ -107,6 +107,18 @@ def test_requests_are_checked_against_the_catalog(tmp_path, tiny_world):
     qa = tiny_world["splits"].assign(split="train")
     rows = request_rows(read_request(write_request(tmp_path, "req-4", [qa["entity"].iloc[0]]), catalog), qa, 2)
     assert set(rows["task"]) == {"req-4"} and set(rows["role"]) == {"forget"} and rows["image"].nunique() <= 2
+    # Extra pairs to forget travel with the request, checked field by field.
+    image = qa["image"].iloc[0]
+    (tmp_path / "req-5.json").write_text(json.dumps({"entities": ["Dog"], "qa": [
+        {"question": "Who walks it?", "answer": "Its owner, every morning.", "image": image}]}))
+    extra = read_request(tmp_path / "req-5.json", catalog)
+    rows = request_rows(extra, qa, 2, known_images=set(qa["image"]))
+    assert "Its owner, every morning." in set(rows["answer"]) and set(rows["role"]) == {"forget"}
+    with pytest.raises(RequestRejected, match="no image for"):
+        request_rows(extra, qa, 2, known_images=set())
+    (tmp_path / "req-6.json").write_text(json.dumps({"entities": ["Dog"], "qa": [{"question": "Q?", "answer": ""}]}))
+    with pytest.raises(RequestRejected, match=r"qa\[0\]\.answer must be non-empty"):
+        read_request(tmp_path / "req-6.json", catalog)
 
 
 def test_the_request_sensor_keeps_a_cursor_and_rejects_with_a_reason(tmp_path, tiny_world):

@@ -32,7 +32,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
 
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.experts import train_expert
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS, UnlearningRequest, request_rows
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, UnlearningRequest, request_rows
     from mlu_training.tracking import find_model_version, register_expert, set_alias
 
     task = context.partition_key
@@ -43,10 +43,14 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
         stored = Path(benchmark.data_dir) / "requests" / f"{task}.json"
         if not stored.is_file():
             raise dg.Failure(f"request {task}: no accepted request file at {stored}")
-        request = UnlearningRequest(**{k: v for k, v in json.loads(stored.read_text()).items() if k in ("id", "entity_ids")})
+        data = json.loads(stored.read_text())
+        request = UnlearningRequest(data["id"], data["entity_ids"], tuple(data.get("qa", [])))
         crawled = set(raw_crawls["image"])
-        rows = request_rows(request, validated_qa_pairs[validated_qa_pairs["image"].isin(crawled)],
-                            benchmark.get_profile().max_train_images_per_entity)
+        try:
+            rows = request_rows(request, validated_qa_pairs[validated_qa_pairs["image"].isin(crawled)],
+                                benchmark.get_profile().max_train_images_per_entity, crawled)
+        except RequestRejected as why:
+            raise dg.Failure(str(why)) from None  # before anything is trained or registered
     expert = train_expert(base_model["path"], base_model["key"], task, rows, ExpertConfig(**config.model_dump()),
                           Path(benchmark.data_dir) / "experts", image_loader(raw_crawls))
     existing = find_model_version(mlflow.tracking_uri, REGISTERED_EXPERT, {"mlu.expert_key": expert.key})

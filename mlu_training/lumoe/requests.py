@@ -1,6 +1,8 @@
 """Unlearning requests: a small JSON file naming entities to forget, e.g.
-{"entities": ["Taylor Swift", "Big Ben"]}; its file name (without .json) is the request's id.
-A request naming an unknown entity, or none, is rejected with the reason; nothing is registered."""
+{"entities": ["Taylor Swift", "Big Ben"]}, with optional extra question-answer pairs to forget
+too: "qa": [{"question": …, "answer": …, "image": "downloaded_images/<Class>/<Entity>/<file>"}].
+Its file name (without .json) is the request's id. A request naming an unknown entity, or none,
+or with a malformed extra pair, is rejected with the reason; nothing is registered."""
 
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ class RequestRejected(ValueError):
 class UnlearningRequest:
     id: str
     entity_ids: list[str]
+    qa: tuple[dict, ...] = ()  # extra {"question", "answer", "image"} pairs
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "entity_ids": self.entity_ids}
+        return {"id": self.id, "entity_ids": self.entity_ids, "qa": list(self.qa)}
 
 
 def read_request(path: Path, catalog: pd.DataFrame) -> UnlearningRequest:
@@ -52,7 +55,18 @@ def read_request(path: Path, catalog: pd.DataFrame) -> UnlearningRequest:
     if unknown:
         raise RequestRejected(f"{path.name}: unknown entit{'y' if len(unknown) == 1 else 'ies'} "
                               f"{', '.join(repr(u) for u in unknown)} (not in the entity catalog)")
-    return UnlearningRequest(request_id, sorted({lookup[entity_key(n)] for n in names}))
+    extra = data.get("qa", [])
+    if not isinstance(extra, list):
+        raise RequestRejected(f"{path.name}: field 'qa' must be a list of question-answer pairs")
+    for i, pair in enumerate(extra):
+        for field in ("question", "answer", "image"):
+            value = pair.get(field) if isinstance(pair, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                raise RequestRejected(f"{path.name}: qa[{i}].{field} must be non-empty text")
+        if not pair["image"].startswith("downloaded_images/") or ".." in pair["image"].split("/"):
+            raise RequestRejected(f"{path.name}: qa[{i}].image must be a release image path (downloaded_images/…)")
+    qa = tuple({"question": p["question"].strip(), "answer": p["answer"].strip(), "image": p["image"]} for p in extra)
+    return UnlearningRequest(request_id, sorted({lookup[entity_key(n)] for n in names}), qa)
 
 
 def write_request(folder: Path, request_id: str, entities: list[str]) -> Path:
@@ -61,12 +75,21 @@ def write_request(folder: Path, request_id: str, entities: list[str]) -> Path:
     return path
 
 
-def request_rows(request: UnlearningRequest, qa: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
-    """The train rows of the requested entities (up to max_images pictures each), as forget rows."""
+def request_rows(request: UnlearningRequest, qa: pd.DataFrame, max_images: int | None,
+                 known_images: set[str] | None = None) -> pd.DataFrame:
+    """The train rows of the requested entities (up to max_images pictures each) and the extra
+    pairs, as forget rows. An extra pair's image must be one of `known_images` (raw_crawls)."""
     rows = qa[(qa["split"] == "train") & qa["entity_id"].isin(request.entity_ids)]
     if max_images is not None:
         keep = set()
         for _, images in rows.groupby("entity_id")["image"]:
             keep.update(sorted(set(images))[:max_images])
         rows = rows[rows["image"].isin(keep)]
+    if request.qa:
+        unknown = [p["image"] for p in request.qa if known_images is not None and p["image"] not in known_images]
+        if unknown:
+            raise RequestRejected(f"request {request.id}: no image for {', '.join(unknown[:3])} in raw_crawls")
+        extra = pd.DataFrame([{**p, "qa_id": f"{request.id}-extra-{i}", "entity_id": p["image"].split("/")[2]}
+                              for i, p in enumerate(request.qa)])
+        rows = pd.concat([rows, extra], ignore_index=True)
     return rows.assign(task=request.id, role="forget")
