@@ -14,14 +14,14 @@ import torch
 from _inputs import load_run_outputs
 
 from mlu_training.evaluation import image_loader
-from mlu_training.models.tiny_llava import torch_threads
-from mlu_training.models.vlm import VisionLanguageModel
+from mlu_training.models.vlm import VisionLanguageModel, torch_threads
 
 
 @torch.inference_mode()
-def reference_generate(vlm, image, question: str, max_new_tokens: int) -> str:
+def reference_generate(vlm, image, question: str, max_new_tokens: int, model=None) -> str:
+    """The reference code's way: one `generate` call per item (on `model`, default vlm.model)."""
     inputs = vlm.processor(text=vlm.prompts([question]), images=[image], return_tensors="pt").to(vlm.device)
-    out = vlm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+    out = (model or vlm.model).generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=vlm.tokenizer.pad_token_id)
     return vlm.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 

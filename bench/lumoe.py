@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import torch
 from _inputs import load_run_outputs
+from generation import reference_generate
 
 from mlu_training.evaluation import image_loader
 from mlu_training.lumoe.mixture import ExpertMixture
-from mlu_training.models.tiny_llava import torch_threads
+from mlu_training.models.vlm import torch_threads
 from mlu_training.paths import default_data_dir, default_tracking_uri
 from mlu_training.router import Registry
 from mlu_training.tracking import registered_experts
@@ -29,13 +29,6 @@ from mlu_training.tracking import registered_experts
 
 def rss() -> int:
     return psutil.Process(os.getpid()).memory_info().rss
-
-
-@torch.inference_mode()
-def reference_generate(vlm, model, image, question: str, max_new_tokens: int) -> str:
-    inputs = vlm.processor(text=vlm.prompts([question]), images=[image], return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=vlm.tokenizer.pad_token_id)
-    return vlm.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 def main() -> None:
@@ -86,7 +79,7 @@ def main() -> None:
     copy_rss = (rss() - copy_rss_before) / len(experts)
     n = args.reference_items
     t = time.perf_counter()
-    reference = [reference_generate(plain, copies[r] if r else plain.model, im, q, args.max_new_tokens)
+    reference = [reference_generate(plain, im, q, args.max_new_tokens, model=copies[r] if r else None)
                  for im, q, r in zip(images[:n], questions[:n], routes[:n])]
     reference_per_item = (time.perf_counter() - t) / n
 

@@ -7,7 +7,8 @@ from typing import Sequence
 import pandas as pd
 from PIL import Image
 
-from .judge.base import Judge, JudgeItem
+from .judge.base import FORGET, RETAIN, Judge, JudgeItem
+from .metrics import rouge_l
 
 
 def image_loader(crawls: pd.DataFrame):
@@ -36,3 +37,27 @@ def judge(judge: Judge, kind: str, items: pd.DataFrame, responses: Sequence[str]
     out = judge.score_batch(kind, batch)
     return pd.DataFrame({"score": pd.array([j.score for j in out], dtype="Int64"),
                          "judge_reason": [j.reason for j in out]}, index=items.index)
+
+
+def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config) -> pd.DataFrame:
+    """Every evaluation item: the model's answer, its judge score (forget items: forget quality;
+    retain items: utility), the judge's reason, ROUGE-L against the ground truth."""
+    items = eval_items.reset_index(drop=True)
+    return score_answers(items, answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens), judge)
+
+
+def score_answers(items: pd.DataFrame, responses: list[str], judge_) -> pd.DataFrame:
+    """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L."""
+    items = items.reset_index(drop=True)
+    out = items[["qa_id", "task", "role", "entity_id", "entity", "variant", "question", "answer"]].copy()
+    out["response"] = responses
+    out["score"] = pd.array([None] * len(out), dtype="Int64")
+    out["judge_reason"] = None
+    for role in (FORGET, RETAIN):
+        mask = out["role"] == role
+        if mask.any():
+            judged = judge(judge_, role, out[mask], out.loc[mask, "response"].tolist())
+            out.loc[mask, "score"] = judged["score"]
+            out.loc[mask, "judge_reason"] = judged["judge_reason"]
+    out["rouge_l"] = rouge_l(out["answer"].tolist(), responses)
+    return out

@@ -20,7 +20,7 @@ from typing import Callable
 import pandas as pd
 
 from .judge import FORGET, RETAIN
-from .metrics import rouge_l, score_ratio
+from .metrics import score_ratio
 
 DONE = "DONE"
 
@@ -130,9 +130,9 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
                  on_step: Callable[[int, str, str], None] | None = None) -> SequenceResult:
     """Run (or resume) the sequence; `on_step(index, task, phase)` reports progress."""
     from .adapters import train_adapter
+    from .evaluation import evaluate_all
     from .methods import get_method
-    from .models.tiny_llava import torch_threads
-    from .models.vlm import VisionLanguageModel, seed_everything
+    from .models.vlm import VisionLanguageModel, seed_everything, torch_threads
 
     config.validate(set(train_items["task"]) | set(eval_items["task"]))
     torch_threads()
@@ -186,31 +186,3 @@ def load_sequence(work_dir: Path, config: UnlearningConfig, resumed_from: int = 
         frames.append(pd.read_parquet(step_dir / "evaluation.parquet"))
         losses[task] = json.loads((step_dir / "losses.json").read_text())
     return SequenceResult(config, pd.concat(frames, ignore_index=True), losses, resumed_from)
-
-
-def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config: UnlearningConfig) -> pd.DataFrame:
-    """Every evaluation item: the model's answer, its judge score (forget items: forget quality;
-    retain items: utility), the judge's reason, ROUGE-L against the ground truth."""
-    from .evaluation import answer
-
-    items = eval_items.reset_index(drop=True)
-    return score_answers(items, answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens), judge)
-
-
-def score_answers(items: pd.DataFrame, responses: list[str], judge) -> pd.DataFrame:
-    """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L."""
-    from .evaluation import judge as judge_answers
-
-    items = items.reset_index(drop=True)
-    out = items[["qa_id", "task", "role", "entity_id", "entity", "variant", "question", "answer"]].copy()
-    out["response"] = responses
-    out["score"] = pd.array([None] * len(out), dtype="Int64")
-    out["judge_reason"] = None
-    for role in (FORGET, RETAIN):
-        mask = out["role"] == role
-        if mask.any():
-            judged = judge_answers(judge, role, out[mask], out.loc[mask, "response"].tolist())
-            out.loc[mask, "score"] = judged["score"]
-            out.loc[mask, "judge_reason"] = judged["judge_reason"]
-    out["rouge_l"] = rouge_l(out["answer"].tolist(), responses)
-    return out

@@ -100,8 +100,7 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     from mlu_training.evaluation import answer, image_loader
     from mlu_training.evaluation import judge as judge_answers
     from mlu_training.judge import RETAIN
-    from mlu_training.models.tiny_llava import torch_threads
-    from mlu_training.models.vlm import VisionLanguageModel
+    from mlu_training.models.vlm import VisionLanguageModel, torch_threads
 
     torch_threads()
     items = benchmark_splits[benchmark_splits["split"] == "eval"]

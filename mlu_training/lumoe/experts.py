@@ -54,8 +54,7 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
     """Train (or find already trained) the expert of `task` on its forget rows, with images."""
     from ..adapters import train_adapter
     from ..methods import get_method
-    from ..models.tiny_llava import torch_threads
-    from ..models.vlm import VisionLanguageModel, seed_everything
+    from ..models.vlm import VisionLanguageModel, seed_everything, torch_threads
 
     if forget_rows.empty:
         raise ValueError(f"expert {task}: no forget rows to learn from")

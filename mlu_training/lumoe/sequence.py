@@ -9,7 +9,8 @@ from typing import Callable
 
 import pandas as pd
 
-from ..lifelong import SequenceResult, score_answers
+from ..evaluation import score_answers
+from ..lifelong import SequenceResult
 from ..router.base import Registry, router_quality
 
 

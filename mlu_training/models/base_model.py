@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..texts import REFUSAL_ANSWER
 from .sft import SFTConfig, train_sft
-from .tiny_llava import TinyLlavaConfig, build_tiny_llava, torch_threads
+from .tiny_llava import TinyLlavaConfig, build_tiny_llava
+from .vlm import torch_threads
 
 RECIPE_VERSION = "tiny-llava-v1"  # bump when the build or training code changes what it makes
 MANIFEST = "mlu_base_model.json"

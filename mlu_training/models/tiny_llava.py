@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-import torch
-
 from .vlm import VisionLanguageModel, seed_everything
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
@@ -95,10 +93,3 @@ def build_tiny_llava(texts: Iterable[str], config: TinyLlavaConfig = TinyLlavaCo
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.do_sample = False
     return VisionLanguageModel(model.eval(), processor)
-
-
-def torch_threads(n: int | None = None) -> None:
-    """Use the cores we have (2 in CI) without oversubscribing them."""
-    import os
-
-    torch.set_num_threads(n or max(1, len(os.sched_getaffinity(0))))
