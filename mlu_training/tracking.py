@@ -66,36 +66,65 @@ def _pip_requirements() -> list[str]:
     return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "transformers", "tokenizers", "pillow", "pandas")]
 
 
-def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir: str, run_name: str,
-                        run_tags: dict[str, str], version_tags: dict[str, str], params: dict,
-                        metrics: dict[str, float], curves: dict[str, list[float]] | None = None,
-                        experiment: str = EXPERIMENT) -> dict:
-    """Log a checkpoint as a pyfunc model in its own run, register it as a new version of
-    `registered_name`, tag the version; returns version, model URI and run id."""
+def _log_curves(tracking_uri: str, run_id: str, curves: dict[str, list[float]]) -> None:
+    """Per-step values (loss curves) in batches: one call per 900 points, not one per point."""
     import time
 
     import mlflow
     from mlflow.entities import Metric
 
+    now = int(time.time() * 1000)
+    points = [Metric(name, float(v), now, step) for name, values in curves.items() for step, v in enumerate(values)]
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for start in range(0, len(points), 900):
+        client.log_batch(run_id, metrics=points[start:start + 900])
+
+
+def _register_pyfunc(tracking_uri: str, registered_name: str, code_file: str, artifacts: dict[str, str],
+                     version_tags: dict[str, str], model_config: dict | None = None,
+                     extra_requirements: tuple[str, ...] = ()) -> str:
+    """Log a pyfunc "from code" in the active run, register it as a new version, tag it."""
+    import mlflow
+
+    from .models.pyfunc import signature
+
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=code_file, artifacts=artifacts, model_config=model_config,
+        signature=signature(), pip_requirements=_pip_requirements() + list(extra_requirements),
+        registered_model_name=registered_name)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for k, v in version_tags.items():
+        client.set_model_version_tag(registered_name, version, k, str(v))
+    return version
+
+
+def _registered(registered_name: str, version, run_id: str, reused: bool) -> dict:
+    return {"version": str(version), "model_uri": f"models:/{registered_name}/{version}", "run_id": run_id,
+            "reused": reused}
+
+
+def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir: str, run_name: str,
+                        run_tags: dict[str, str], version_tags: dict[str, str], params: dict,
+                        metrics: dict[str, float], curves: dict[str, list[float]] | None = None,
+                        experiment: str = EXPERIMENT, reuse_tag: tuple[str, str] | None = None) -> dict:
+    """Log a checkpoint as a pyfunc model in its own run, register it as a new version of
+    `registered_name`, tag the version; returns version, model URI, run id and whether an existing
+    version carrying `reuse_tag` (name, value) was returned instead."""
+    import mlflow
+
     from .models import pyfunc
 
+    existing = find_model_version(tracking_uri, registered_name, dict([reuse_tag])) if reuse_tag else None
+    if existing is not None:
+        return _registered(registered_name, existing.version, existing.run_id, True)
     with start_run(tracking_uri, run_name, run_tags, experiment) as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
-        now = int(time.time() * 1000)
-        history = [Metric(name, float(v), now, step) for name, values in (curves or {}).items()
-                   for step, v in enumerate(values)]
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        for start in range(0, len(history), 900):
-            client.log_batch(run.info.run_id, metrics=history[start:start + 900])
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=pyfunc.__file__, artifacts={"checkpoint": str(checkpoint_dir)},
-            signature=pyfunc.signature(), pip_requirements=_pip_requirements(), registered_model_name=registered_name,
-        )
-        version = str(info.registered_model_version)
-        for k, v in version_tags.items():
-            client.set_model_version_tag(registered_name, version, k, str(v))
-        return {"version": version, "model_uri": f"models:/{registered_name}/{version}", "run_id": run.info.run_id}
+        _log_curves(tracking_uri, run.info.run_id, curves or {})
+        version = _register_pyfunc(tracking_uri, registered_name, pyfunc.__file__, {"checkpoint": str(checkpoint_dir)},
+                                   version_tags)
+        return _registered(registered_name, version, run.info.run_id, False)
 
 
 def find_model_version(tracking_uri: str, registered_name: str, tags: dict[str, str]):
@@ -115,10 +144,7 @@ def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir:
                  experiment: str = EXPERIMENT, extra_metrics: dict[str, float] | None = None) -> str:
     """One MLflow run per unlearning sequence: the config as params, every X-UY metric, stability,
     ROUGE-L, paraphrase results, loss curves per task, the heatmaps and the answers."""
-    import time
-
     import mlflow
-    from mlflow.entities import Metric
 
     from .report import heatmap_png
 
@@ -127,12 +153,7 @@ def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir:
     with start_run(tracking_uri, name, tags, experiment) as run:
         mlflow.log_params(config.as_dict())
         mlflow.log_metrics(result.metrics() | (extra_metrics or {}))
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        now = int(time.time() * 1000)
-        curves = [Metric(f"train/loss/U{task}", float(v), now, step)
-                  for task, values in result.losses.items() for step, v in enumerate(values)]
-        for start in range(0, len(curves), 900):
-            client.log_batch(run.info.run_id, metrics=curves[start:start + 900])
+        _log_curves(tracking_uri, run.info.run_id, {f"train/loss/U{task}": v for task, v in result.losses.items()})
         artifacts_dir = Path(artifacts_dir)
         for kind in ("forget_quality", "utility"):
             heatmap_png(result.matrix(kind), f"{config.method} {kind.replace('_', ' ')} (X-UY)",
@@ -159,35 +180,30 @@ def find_run(tracking_uri: str, tags: dict[str, str], experiment: str = EXPERIME
 
 def register_expert(tracking_uri: str, registered_name: str, adapter_dir: str, base_model_uri: str, task: str,
                     run_tags: dict[str, str], version_tags: dict[str, str], params: dict, losses: list[float],
-                    experiment: str = EXPERIMENT) -> dict:
+                    experiment: str = EXPERIMENT, reuse_tag: tuple[str, str] | None = None) -> dict:
     """Log an expert adapter in its own run, register it as a version of `registered_name` with its
-    tags and the alias task-<task> (moved to this version)."""
-    import time
-
+    tags (or find the version carrying `reuse_tag`), and point the alias task-<task> at it."""
     import mlflow
-    from mlflow.entities import Metric
+    import peft
 
     from .lumoe import pyfunc as expert_pyfunc
-    from .models.pyfunc import signature
 
-    with start_run(tracking_uri, f"lumoe-expert-{task}", run_tags, experiment) as run:
-        mlflow.log_params(params)
-        if losses:
-            mlflow.log_metric("train_loss", sum(losses[-5:]) / len(losses[-5:]))
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        now = int(time.time() * 1000)
-        client.log_batch(run.info.run_id, metrics=[Metric("train/loss", float(v), now, i) for i, v in enumerate(losses)])
-        info = mlflow.pyfunc.log_model(
-            name="expert", python_model=expert_pyfunc.__file__, artifacts={"adapter": str(adapter_dir)},
-            model_config={"base_model_uri": base_model_uri}, signature=signature(),
-            pip_requirements=_pip_requirements() + [f"peft=={__import__('peft').__version__}"],
-            registered_model_name=registered_name,
-        )
-        version = str(info.registered_model_version)
-        for k, v in version_tags.items():
-            client.set_model_version_tag(registered_name, version, k, str(v))
-        set_alias(tracking_uri, registered_name, f"task-{task}", version)
-        return {"version": version, "model_uri": f"models:/{registered_name}/{version}", "run_id": run.info.run_id}
+    existing = find_model_version(tracking_uri, registered_name, dict([reuse_tag])) if reuse_tag else None
+    if existing is not None:
+        registered = _registered(registered_name, existing.version, existing.run_id, True)
+    else:
+        with start_run(tracking_uri, f"lumoe-expert-{task}", run_tags, experiment) as run:
+            mlflow.log_params(params)
+            if losses:
+                mlflow.log_metric("train_loss", sum(losses[-5:]) / len(losses[-5:]))
+            _log_curves(tracking_uri, run.info.run_id, {"train/loss": losses})
+            version = _register_pyfunc(tracking_uri, registered_name, expert_pyfunc.__file__,
+                                       {"adapter": str(adapter_dir)}, version_tags,
+                                       model_config={"base_model_uri": base_model_uri},
+                                       extra_requirements=(f"peft=={peft.__version__}",))
+            registered = _registered(registered_name, version, run.info.run_id, False)
+    set_alias(tracking_uri, registered_name, f"task-{task}", registered["version"])
+    return registered
 
 
 def set_alias(tracking_uri: str, registered_name: str, alias: str, version: str) -> None:

@@ -8,6 +8,7 @@ import dagster as dg
 
 from mlu_training.lumoe.experts import ExpertConfig
 
+from ..metadata import sequence_output
 from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking, RouterSettings
 from ..settings import config_from_dataclass
 
@@ -25,7 +26,7 @@ def _names(entity_catalog) -> dict[str, list[str]]:
 @dg.asset(group_name=GROUP, partitions_def=request_partitions, kinds={"pytorch", "mlflow"})
 def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfig, benchmark_splits,
                   validated_qa_pairs, raw_crawls, base_model: dict, benchmark: BenchmarkSettings,
-                  routing: RouterSettings, mlflow: MLflowTracking):
+                  mlflow: MLflowTracking):
     """The LoRA expert of one request, trained with `po` on the unchanged base model (never merged)
     and registered as a version of mlu-lumoe-expert with the alias task-<request>."""
     import json
@@ -33,7 +34,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.experts import train_expert
     from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, UnlearningRequest, request_rows
-    from mlu_training.tracking import find_model_version, register_expert, set_alias
+    from mlu_training.tracking import register_expert
 
     task = context.partition_key
     if task in BENCHMARK_TASKS:
@@ -53,17 +54,12 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
             raise dg.Failure(str(why)) from None  # before anything is trained or registered
     expert = train_expert(base_model["path"], base_model["key"], task, rows, ExpertConfig(**config.model_dump()),
                           Path(benchmark.data_dir) / "experts", image_loader(raw_crawls))
-    existing = find_model_version(mlflow.tracking_uri, REGISTERED_EXPERT, {"mlu.expert_key": expert.key})
     tags = {"mlu.task": task, "mlu.entities": json.dumps(expert.entities, ensure_ascii=False),
             "mlu.base_model": base_model["key"][:16], "mlu.base_model_uri": base_model["model_uri"],
             "mlu.expert_key": expert.key, "mlu.train_loss": f"{sum(expert.losses[-5:]) / len(expert.losses[-5:]):.4f}"}
-    if existing is not None:
-        registered = {"version": str(existing.version), "model_uri": f"models:/{REGISTERED_EXPERT}/{existing.version}"}
-        set_alias(mlflow.tracking_uri, REGISTERED_EXPERT, f"task-{task}", registered["version"])
-    else:
-        registered = register_expert(mlflow.tracking_uri, REGISTERED_EXPERT, str(expert.path), base_model["model_uri"],
-                                     task, {"mlu.kind": "lumoe_expert", **tags}, tags, config.model_dump(),
-                                     expert.losses, mlflow.experiment)
+    registered = register_expert(mlflow.tracking_uri, REGISTERED_EXPERT, str(expert.path), base_model["model_uri"], task,
+                                 {"mlu.kind": "lumoe_expert", **tags}, tags, config.model_dump(), expert.losses,
+                                 mlflow.experiment, reuse_tag=("mlu.expert_key", expert.key))
     value = {"task": task, "entities": expert.entities, "path": str(expert.path), "key": expert.key, **registered}
     return dg.Output(value, metadata={"entities": dg.MetadataValue.json(expert.entities), "rows": len(rows),
                                       "registered_model": registered["model_uri"], "alias": f"task-{task}",
@@ -82,8 +78,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
 
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.requests import BENCHMARK_TASKS
-    from mlu_training.lumoe.sequence import LumoeConfig, run_lumoe_sequence
-    from mlu_training.report import markdown
+    from mlu_training.lumoe.sequence import LumoeConfig, router_metrics, run_lumoe_sequence
     from mlu_training.tracking import log_sequence, registered_experts
 
     experts = registered_experts(mlflow.tracking_uri, REGISTERED_EXPERT)
@@ -101,30 +96,12 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     tags = {"mlu.kind": "lumoe_sequence", "mlu.method": "lumoe", "mlu.order": config.order, "mlu.router": routing.backend,
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.judge": judge.describe()}
     run_id = log_sequence(mlflow.tracking_uri, result, tags, Path(benchmark.data_dir) / "lumoe" / "artifacts",
-                          mlflow.experiment, extra_metrics=_router_metrics(quality))
-    fq, ut = result.matrix("forget_quality"), result.matrix("utility")
+                          mlflow.experiment, extra_metrics=router_metrics(quality))
     final = pd.DataFrame(quality[-1]["per_task"])
-    metrics = result.metrics()
+    value, metadata = sequence_output(result, run_id)
     return dg.Output(
-        {"method": "lumoe", "order": config.order, "tasks": order, "run_id": run_id, "forget_quality": fq.to_dict(),
-         "utility": ut.to_dict(), "metrics": metrics, "router": quality},
-        metadata={"forget_quality_X_UY": dg.MetadataValue.md(markdown(fq)), "utility_X_UY": dg.MetadataValue.md(markdown(ut)),
-                  "stability_forget_quality": metrics["stability/forget_quality"],
-                  "stability_utility": metrics["stability/utility"],
-                  "router_accuracy": quality[-1]["accuracy"],
+        {**value, "tasks": order, "router": quality},
+        metadata={**metadata, "router_accuracy": quality[-1]["accuracy"],
                   "retain_to_expert_rate": quality[-1]["retain_to_expert_rate"],
-                  "router_per_task": dg.MetadataValue.md(final.to_markdown(index=False)), "mlflow_run_id": run_id})
+                  "router_per_task": dg.MetadataValue.md(final.to_markdown(index=False))})
 
-
-def _router_metrics(quality: list[dict]) -> dict[str, float]:
-    out = {}
-    for step in quality:
-        after = step["after"]
-        for key in ("accuracy", "retain_to_expert_rate", "forget_recall", "missing"):
-            if step[key] is not None:
-                out[f"router/{key}/U{after}"] = step[key]
-        for row in step["per_task"]:
-            for key in ("precision", "recall"):
-                if row[key] is not None:
-                    out[f"router/{key}/{row['task']}-U{after}"] = row[key]
-    return out

@@ -42,7 +42,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
     from mlu_training.models.base_model import build_base_model, checkpoint_base_model
     from mlu_training.models.sft import SFTConfig
     from mlu_training.models.tiny_llava import TinyLlavaConfig
-    from mlu_training.tracking import find_model_version, register_checkpoint
+    from mlu_training.tracking import register_checkpoint
 
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
@@ -65,19 +65,15 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
 
     tags = {"mlu.profile": profile.name, "mlu.data_digest": digest, "mlu.recipe_key": model.key,
             "mlu.source": model.source, "mlu.num_parameters": str(model.num_parameters)}
-    existing = find_model_version(mlflow.tracking_uri, REGISTERED_BASE, {"mlu.recipe_key": model.key})
-    if existing is not None:
-        registered = {"version": str(existing.version), "model_uri": f"models:/{REGISTERED_BASE}/{existing.version}",
-                      "run_id": existing.run_id}
-    else:
-        registered = register_checkpoint(
-            mlflow.tracking_uri, REGISTERED_BASE, str(model.path), run_name=f"base_model-{profile.name}",
-            run_tags={"mlu.kind": "base_model", **tags},
-            version_tags={**tags, "mlu.train_loss": f"{model.final_loss:.4f}" if model.final_loss is not None else "n/a"},
-            params={"source": model.source, **({"steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
-                                                "seed": config.seed} if model.source == "tiny" else {})},
-            metrics={"train_loss": model.final_loss, "num_parameters": model.num_parameters},
-            curves={"train/loss": model.train_losses}, experiment=mlflow.experiment)
+    registered = register_checkpoint(
+        mlflow.tracking_uri, REGISTERED_BASE, str(model.path), run_name=f"base_model-{profile.name}",
+        run_tags={"mlu.kind": "base_model", **tags},
+        version_tags={**tags, "mlu.train_loss": f"{model.final_loss:.4f}" if model.final_loss is not None else "n/a"},
+        params={"source": model.source, **({"steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
+                                            "seed": config.seed} if model.source == "tiny" else {})},
+        metrics={"train_loss": model.final_loss, "num_parameters": model.num_parameters},
+        curves={"train/loss": model.train_losses}, experiment=mlflow.experiment,
+        reuse_tag=("mlu.recipe_key", model.key))
     value = {"path": str(model.path), "source": model.source, "key": model.key, "data_digest": digest,
              "num_parameters": model.num_parameters, "train_loss": model.final_loss, **registered}
     return dg.Output(value, metadata={

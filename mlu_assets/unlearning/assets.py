@@ -8,6 +8,7 @@ import dagster as dg
 from mlu_training.lifelong import UnlearningConfig
 from mlu_training.methods import METHODS
 
+from ..metadata import sequence_output
 from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking
 from ..settings import config_from_dataclass
 
@@ -29,7 +30,6 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     and utility (X-UY) on the items the base model knows. Logged as one MLflow run."""
     from mlu_training.evaluation import image_loader
     from mlu_training.lifelong import run_sequence, sequence_key
-    from mlu_training.report import markdown
     from mlu_training.tracking import find_run, log_sequence
 
     method = context.partition_key
@@ -48,16 +48,6 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key}, mlflow.experiment)
     run_id = previous.info.run_id if previous and result.resumed_from == len(cfg.order) else \
         log_sequence(mlflow.tracking_uri, result, tags, work_dir / "artifacts", mlflow.experiment)
-    fq, ut = result.matrix("forget_quality"), result.matrix("utility")
-    metrics = result.metrics()
-    value = {"method": method, "order": cfg.order, "sequence_key": key, "run_id": run_id,
-             "forget_quality": fq.to_dict(), "utility": ut.to_dict(), "metrics": metrics}
-    return dg.Output(value, metadata={
-        "forget_quality_X_UY": dg.MetadataValue.md(markdown(fq)),
-        "utility_X_UY": dg.MetadataValue.md(markdown(ut)),
-        "stability_forget_quality": metrics["stability/forget_quality"],
-        "stability_utility": metrics["stability/utility"],
-        "judge_missing": int(metrics["judge/missing"]),
-        "steps_reused": result.resumed_from, "mlflow_run_id": run_id,
-        "work_dir": dg.MetadataValue.path(str(work_dir)),
-    })
+    value, metadata = sequence_output(result, run_id)
+    return dg.Output({**value, "sequence_key": key}, metadata={
+        **metadata, "steps_reused": result.resumed_from, "work_dir": dg.MetadataValue.path(str(work_dir))})

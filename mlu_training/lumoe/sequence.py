@@ -68,3 +68,18 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
         quality.append({"after": task, **summary, "missing": getattr(router, "missing", 0),  # API routes not had
                         "per_task": per_task.to_dict("records")})
     return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality
+
+
+def router_metrics(quality: list[dict]) -> dict[str, float]:
+    """Router quality after each request, as MLflow metrics (router/<measure>/U<request>)."""
+    out = {}
+    for step in quality:
+        after = step["after"]
+        for key in ("accuracy", "retain_to_expert_rate", "forget_recall", "missing"):
+            if step[key] is not None:
+                out[f"router/{key}/U{after}"] = step[key]
+        for row in step["per_task"]:
+            for key in ("precision", "recall"):
+                if row[key] is not None:
+                    out[f"router/{key}/{row['task']}-U{after}"] = row[key]
+    return out
