@@ -35,7 +35,8 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
                        eval_items: pd.DataFrame, load_image, judge, make_router: Callable[[object, Registry], object],
                        config: LumoeConfig, on_step: Callable[[int, str, str], None] | None = None):
     """experts: task -> (adapter path, forget entity ids); returns the SequenceResult (with the
-    route of every item) and the router quality after each step."""
+    route of every item) and the router quality after each step. make_router(vlm, registry) is
+    called once; after each request the router is refreshed with the new registry."""
     from ..lumoe.mixture import ExpertMixture
 
     missing = [t for t in config.tasks if t not in experts]
@@ -45,13 +46,17 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     items = eval_items.reset_index(drop=True)
     images = [load_image(p) for p in items["image"]]
     frames, quality = [], []
+    router = None
     for index, task in enumerate(config.tasks):
         if on_step:
             on_step(index, task, "route")
         mixture.add_expert(task, experts[task][0])
         registry = Registry({t: experts[t][1] for t in config.tasks[: index + 1]}, names)
         with mixture.vlm.model.disable_adapter():  # the router looks through the base model's eyes
-            router = make_router(mixture.vlm, registry)
+            if router is None:
+                router = make_router(mixture.vlm, registry)
+            else:
+                router.refresh(registry)  # built once; only what it routes to changes
             routes = router.route(images, items["question"].tolist(), items["entity_id"].tolist())
         if on_step:
             on_step(index, task, "evaluate")

@@ -64,7 +64,24 @@ class LocalRouter:
         self.entities = sorted(set(labels))
         centroids = np.stack([feats[labels == e].mean(0) for e in self.entities])
         self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
-        self.threshold = self._calibrate([e for e, _ in held_out], [load_image(p) for _, p in held_out])
+        self._held_out_entities = [e for e, _ in held_out]
+        self._held_out = self._embed(image_features(vlm, [load_image(p) for _, p in held_out])) if held_out else None
+        self._features: dict[int, tuple[object, np.ndarray]] = {}  # id(image) -> (image, embedding)
+        self.refresh(registry)
+
+    def refresh(self, registry: Registry) -> None:
+        """New requests registered: recalibrate on the held-out images already embedded."""
+        self.registry = registry
+        self.threshold = self._calibrate()
+
+    def _embedded(self, images: Sequence) -> np.ndarray:
+        """Embeddings of the images, each computed once (the same queries are routed after every
+        request); the image is kept beside its entry so that its id cannot be reused."""
+        todo = [im for im in images if id(im) not in self._features]
+        if todo:
+            for im, f in zip(todo, self._embed(image_features(self.vlm, todo))):
+                self._features[id(im)] = (im, f)
+        return np.stack([self._features[id(im)][1] for im in images])
 
     def _embed(self, raw: np.ndarray) -> np.ndarray:
         centred = raw - self.center
@@ -75,10 +92,11 @@ class LocalRouter:
         best = sims.argmax(1)
         return [self.entities[i] for i in best], sims[np.arange(len(best)), best]
 
-    def _calibrate(self, entities: list[str], images: list) -> float:
-        if not images:
+    def _calibrate(self) -> float:
+        if self._held_out is None:
             return 0.9
-        sims = self._embed(image_features(self.vlm, images)) @ self.centroids.T
+        entities = self._held_out_entities
+        sims = self._held_out @ self.centroids.T
         forgotten = [i for i, e in enumerate(self.entities) if self.registry.task_of(e) is not None]
         if not forgotten:
             return 1.0
@@ -106,7 +124,7 @@ class LocalRouter:
         return best
 
     def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
-        nearest, sims = self._nearest(self._embed(image_features(self.vlm, images))) if len(images) else ([], np.zeros(0))
+        nearest, sims = self._nearest(self._embedded(images)) if len(images) else ([], np.zeros(0))
         routes = []
         for question, entity, sim in zip(questions, nearest, sims):
             named = self._named(question)

@@ -92,6 +92,9 @@ class OpenAIRouter:
         task = self.registry.task_of(entity)
         return Route(task, entity, 1.0, "named by the model" if task else "named a retained entity")
 
+    def refresh(self, registry: Registry) -> None:
+        self.registry = registry
+
     def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._route_one, images, questions))

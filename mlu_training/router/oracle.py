@@ -13,6 +13,9 @@ class OracleRouter:
     def __init__(self, registry: Registry):
         self.registry = registry
 
+    def refresh(self, registry: Registry) -> None:
+        self.registry = registry
+
     def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
         if entity_ids is None:
             raise ValueError("the oracle router needs each query's entity")
