@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mlu_training.lumoe.experts import ExpertConfig, train_expert
@@ -107,9 +108,9 @@ def test_dagster_and_mlflow_uis_in_a_browser(stores, tmp_path):
             browser.close()
     finally:
         os.killpg(ui.pid, signal.SIGINT)  # what Ctrl-C does
-        try:
-            ui.wait(timeout=60)
-        finally:
-            leftover = subprocess.run(["pgrep", "-f", f"-p {dagster_port}|--port {dagster_port}|-p {mlflow_port}"],
-                                      capture_output=True, text=True).stdout.split()
+        ui.wait(timeout=60)
+    # Nothing of either UI is left: no process still names one of their ports.
+    ports = (str(dagster_port), str(mlflow_port))
+    leftover = [" ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and any(port in " ".join(p.info["cmdline"]) for port in ports)]
     assert ui.returncode is not None and not leftover, (leftover, (tmp_path / "ui.log").read_text()[-2000:])
