@@ -93,9 +93,9 @@ def request(request_id: str, entities: list[str]) -> int:
     import pandas as pd
 
     from mlu_training.lumoe.requests import RequestRejected, read_request, write_request
-    from mlu_training.paths import PROJECT_ROOT, default_data_dir
+    from mlu_training.paths import default_data_dir, default_requests_dir
 
-    folder = Path(os.environ.get("MLU_REQUESTS_DIR") or PROJECT_ROOT / "unlearning_requests")
+    folder = Path(os.environ.get("MLU_REQUESTS_DIR") or default_requests_dir())
     catalog = Path(os.environ.get("MLU_DATA_DIR") or default_data_dir()) / "tables" / "entity_catalog.parquet"
     path = write_request(folder, request_id, entities)
     if catalog.is_file():

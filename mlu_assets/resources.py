@@ -82,7 +82,7 @@ class RouterSettings(dg.ConfigurableResource):
     """How LUMoE picks an expert: `local` (default, offline), `openai`, or `oracle` (ablation)."""
 
     backend: str = "local"  # MLU_ROUTER
-    requests_dir: str = str(paths.PROJECT_ROOT / "unlearning_requests")  # MLU_REQUESTS_DIR
+    requests_dir: str = str(paths.default_requests_dir())  # MLU_REQUESTS_DIR
     model: str = "gpt-4o"  # MLU_ROUTER_MODEL
     base_url: str | None = None  # OPENAI_BASE_URL
     api_key: str | None = None  # OPENAI_API_KEY: only ever an EnvVar, never logged

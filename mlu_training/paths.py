@@ -25,6 +25,11 @@ def default_shared_release_dir() -> Path:
     return PROJECT_ROOT.parent / "shared" / "data" / "mlubench"
 
 
+def default_requests_dir() -> Path:
+    """Where unlearning request files are dropped (MLU_REQUESTS_DIR)."""
+    return PROJECT_ROOT / "unlearning_requests"
+
+
 def default_tracking_uri() -> str:
     """MLflow on SQLite; MLflow 3 refuses the old ./mlruns file store, so the path is absolute."""
     return f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"

@@ -33,7 +33,8 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
 
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.experts import train_expert
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, UnlearningRequest, request_rows
+    from mlu_training.lumoe.requests import (BENCHMARK_TASKS, RequestRejected, UnlearningRequest,
+                                             accepted_request_path, request_rows)
     from mlu_training.tracking import register_expert
 
     task = context.partition_key
@@ -41,7 +42,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
         train = benchmark_splits[benchmark_splits["split"] == "train"]
         rows = train[(train["task"] == task) & (train["role"] == "forget")]
     else:
-        stored = Path(benchmark.data_dir) / "requests" / f"{task}.json"
+        stored = accepted_request_path(benchmark.data_dir, task)
         if not stored.is_file():
             raise dg.Failure(f"request {task}: no accepted request file at {stored}")
         data = json.loads(stored.read_text())

@@ -18,7 +18,7 @@ from .assets import lumoe_experts, request_partitions
 def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: BenchmarkSettings, routing: RouterSettings):
     import pandas as pd
 
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, read_request
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, accepted_request_path, read_request
     from mlu_training.paths import atomic_write_bytes
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
@@ -42,7 +42,7 @@ def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: Benchmar
             atomic_write_bytes(path.with_suffix(".rejected.txt"), f"{why}\n".encode())
             context.log.warning(f"unlearning request rejected: {why}")
             continue
-        stored = Path(benchmark.data_dir) / "requests" / f"{request.id}.json"
+        stored = accepted_request_path(benchmark.data_dir, request.id)
         atomic_write_bytes(stored, json.dumps(request.as_dict(), ensure_ascii=False).encode())
         if request.id not in existing:
             add.append(request.id)

@@ -69,6 +69,11 @@ def read_request(path: Path, catalog: pd.DataFrame) -> UnlearningRequest:
     return UnlearningRequest(request_id, sorted({lookup[entity_key(n)] for n in names}), qa)
 
 
+def accepted_request_path(data_dir: Path, request_id: str) -> Path:
+    """Where an accepted request is kept, normalised, for its expert's run to read."""
+    return Path(data_dir) / "requests" / f"{request_id}.json"
+
+
 def write_request(folder: Path, request_id: str, entities: list[str]) -> Path:
     path = Path(folder) / f"{request_id}.json"
     atomic_write_bytes(path, json.dumps({"entities": entities}, ensure_ascii=False, indent=1).encode())
