@@ -1,7 +1,8 @@
 """`mlu run`: the main job on the embedded defaults, recorded in DAGSTER_HOME like a UI launch.
 
-First the benchmark and models groups, then one run per unlearning method (a partition each),
-then a summary. What is up to date is reused (the base model, finished sequences).
+The benchmark group, the default base model and its knowledge filter, one run per unlearning
+method, LUMoE's experts and sequence, then the report. What is up to date is reused (the base
+model, finished sequences, registered experts).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def _print_leaderboard(board: list[dict], html: str) -> None:
     table = Table(title="mlu leaderboard (after the last request; drift = the stability objective, 0 = stable)")
     columns = list(board[0]) if board else []
     for col in columns:
-        table.add_column(col, justify="left" if col in ("method", "order") else "right")
+        table.add_column(col, justify="left" if col in ("method", "base model", "order") else "right")
     for row in board:
         table.add_row(*["–" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v))
                         for v in (row[c] for c in columns)])
@@ -31,47 +32,47 @@ def run(methods: list[str]) -> int:
 
     import dagster as dg
 
+    from mlu_training.lumoe.requests import BENCHMARK_TASKS
+    from mlu_training.models.sources import default_key
     from mlu_training.paths import PROJECT_ROOT
 
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # as the Makefile does
     from .definitions import defs
+    from .lumoe.assets import request_partitions
+    from .models.assets import model_partitions
 
     instance = dg.DagsterInstance.get()
     assets = list(defs.assets)
+    model = default_key(os.environ.get("MLU_BASE_MODEL") or None)
+    for partitions, keys in ((model_partitions, [model]), (request_partitions, BENCHMARK_TASKS)):
+        have = set(instance.get_dynamic_partitions(partitions.name))
+        instance.add_dynamic_partitions(partitions.name, [k for k in keys if k not in have])
+
+    def step(what: str, selection, partition_key: str | None = None) -> bool:
+        """One run, recorded in DAGSTER_HOME like a launch from the UI."""
+        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                                selection=selection, partition_key=partition_key)
+        if not result.success:
+            print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
+        return result.success
+
     started = time.perf_counter()
-    print("mlu: benchmark and models …", flush=True)
-    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
-                            selection=dg.AssetSelection.groups("benchmark", "models"))
-    if not result.success:
-        print("mlu: the benchmark or models group failed; see the run in the Dagster UI", file=sys.stderr)
+    print(f"mlu: benchmark, then the base model {model!r} …", flush=True)
+    if not (step("the benchmark group", dg.AssetSelection.groups("benchmark"))
+            and step("the models group", dg.AssetSelection.groups("models"), model)):
         return 1
     for method in methods:
         t = time.perf_counter()
         print(f"mlu: unlearning with {method} …", flush=True)
-        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
-                                selection=["unlearning_sequence"], partition_key=method)
-        if not result.success:
-            print(f"mlu: {method} failed; see the run in the Dagster UI", file=sys.stderr)
+        if not step(method, ["unlearning_sequence"], dg.MultiPartitionKey({"method": method, "model": model})):
             return 1
         print(f"mlu: {method} done in {time.perf_counter() - t:.0f} s", flush=True)
     print("mlu: LUMoE experts A-D, then the sequence …", flush=True)
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS
-
-    from .lumoe.assets import request_partitions
-
     t = time.perf_counter()
-    have = set(instance.get_dynamic_partitions(request_partitions.name))
-    instance.add_dynamic_partitions(request_partitions.name, [x for x in BENCHMARK_TASKS if x not in have])
     for task in BENCHMARK_TASKS:
-        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
-                                selection=["lumoe_experts"], partition_key=task)
-        if not result.success:
-            print(f"mlu: the expert of task {task} failed; see the run in the Dagster UI", file=sys.stderr)
+        if not step(f"the expert of task {task}", ["lumoe_experts"], dg.MultiPartitionKey({"model": model, "request": task})):
             return 1
-    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
-                            selection=["lumoe_sequence"])
-    if not result.success:
-        print("mlu: lumoe_sequence failed; see the run in the Dagster UI", file=sys.stderr)
+    if not step("lumoe_sequence", ["lumoe_sequence"], model):
         return 1
     print(f"mlu: LUMoE done in {time.perf_counter() - t:.0f} s; the report …", flush=True)
     result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False, selection=["report"])

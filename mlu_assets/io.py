@@ -20,7 +20,10 @@ class TableIOManager(dg.ConfigurableIOManager):
     def _stem(self, context) -> Path:
         path = Path(self.base_dir, "tables", *context.asset_key.path)
         if context.has_asset_partitions:
-            path = path / context.asset_partition_key
+            key = context.asset_partition_key
+            # A multi-partition key (method|model) becomes one folder per dimension, not a '|' in a name.
+            parts = list(key.keys_by_dimension.values()) if isinstance(key, dg.MultiPartitionKey) else [key]
+            path = path.joinpath(*parts)
         return path
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:

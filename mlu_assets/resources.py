@@ -73,9 +73,21 @@ class JudgeSettings(dg.ConfigurableResource):
 
 
 class ModelSettings(dg.ConfigurableResource):
-    """Which base model: a local checkpoint folder (MLU_BASE_MODEL) or the in-project tiny LLaVA."""
+    """Which base models: the default one (a local checkpoint folder, MLU_BASE_MODEL, or the
+    in-project tiny LLaVA) and any checkpoint folder dropped in MLU_BASE_MODELS_DIR."""
 
     base_model_path: str | None = None  # MLU_BASE_MODEL
+    models_dir: str = str(paths.default_base_models_dir())  # MLU_BASE_MODELS_DIR
+
+    def default_key(self) -> str:
+        from mlu_training.models.sources import default_key
+
+        return default_key(self.base_model_path)
+
+    def resolve(self, key: str):
+        from mlu_training.models.sources import resolve
+
+        return resolve(key, self.base_model_path, self.models_dir)
 
 
 class RouterSettings(dg.ConfigurableResource):

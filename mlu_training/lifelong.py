@@ -117,8 +117,10 @@ class SequenceResult:
         return out
 
 
-def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str) -> str:
-    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest], sort_keys=True).encode()).hexdigest()
+def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str, eval_digest: str, judge: str) -> str:
+    """What a finished sequence depends on: a step is reused only when all of it is unchanged."""
+    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, eval_digest, judge],
+                                     sort_keys=True).encode()).hexdigest()
 
 
 def _step_dir(work_dir: Path, index: int, task: str) -> Path:

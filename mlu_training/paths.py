@@ -30,6 +30,11 @@ def default_requests_dir() -> Path:
     return PROJECT_ROOT / "unlearning_requests"
 
 
+def default_base_models_dir() -> Path:
+    """Where checkpoint folders are dropped to be evaluated as new base models (MLU_BASE_MODELS_DIR)."""
+    return PROJECT_ROOT / "base_models"
+
+
 def default_tracking_uri() -> str:
     """MLflow on SQLite; MLflow 3 refuses the old ./mlruns file store, so the path is absolute."""
     return f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"

@@ -44,7 +44,8 @@ def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
 
 
 def collect_runs(tracking_uri: str, experiment: str, profile: str) -> dict[str, dict]:
-    """The newest finished sequence run of each method (baselines and LUMoE) for the profile."""
+    """The newest finished sequence run of each method (baselines and LUMoE) on each base model
+    for the profile, labelled by method (and base model, when there are several)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
@@ -53,15 +54,18 @@ def collect_runs(tracking_uri: str, experiment: str, profile: str) -> dict[str, 
         return {}
     runs = client.search_runs([exp.experiment_id], f"tags.`mlu.profile` = '{profile}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"])
-    out: dict[str, dict] = {}
+    newest: dict[tuple[str, str], dict] = {}
     for run in runs:
         tags = run.data.tags
-        if tags.get("mlu.kind") not in ("unlearning_sequence", "lumoe_sequence") or tags.get("mlu.method") in out:
+        key = (tags.get("mlu.model", ""), tags.get("mlu.method", ""))
+        if tags.get("mlu.kind") not in ("unlearning_sequence", "lumoe_sequence") or key in newest:
             continue
         order = tags["mlu.order"]
         tasks = order.split(",") if "," in order else list(order)
-        out[tags["mlu.method"]] = {"run_id": run.info.run_id, "order": order, "tasks": tasks, "metrics": run.data.metrics}
-    return out
+        newest[key] = {"run_id": run.info.run_id, "model": key[0], "method": key[1], "order": order, "tasks": tasks,
+                       "metrics": run.data.metrics}
+    several = len({model for model, _ in newest}) > 1
+    return {(f"{method} on {model}" if several else method): run for (model, method), run in sorted(newest.items())}
 
 
 def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str]) -> pd.DataFrame:
@@ -79,7 +83,7 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
         m = run["metrics"]
         precision = [v for k, v in m.items() if k.startswith("router/precision/") and k.endswith(f"-U{last}")]
         recall = [v for k, v in m.items() if k.startswith("router/recall/") and k.endswith(f"-U{last}")]
-        rows.append({"method": method, "order": run["order"],
+        rows.append({"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
                      "forget quality": fq.mean() if len(fq) else None, "utility": ut.mean() if len(ut) else None,
                      "drift FQ": m.get("stability/forget_quality"), "drift utility": m.get("stability/utility"),
                      "router prec.": sum(precision) / len(precision) if precision else None,
@@ -88,7 +92,8 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
     if board.empty:
         return board
     board["score"] = (board["forget quality"].fillna(0) + board["utility"].fillna(0)) / 2
-    return board.sort_values(["score", "method"], ascending=[False, True]).drop(columns="score").reset_index(drop=True)
+    return board.sort_values(["base model", "score", "method"], ascending=[True, False, True]).drop(columns="score") \
+        .reset_index(drop=True)
 
 
 def degradation_png(runs: dict[str, dict], kind: str, task: str, path: Path) -> Path:
@@ -130,7 +135,7 @@ def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
         for kind in ("forget_quality", "utility"):
             figures.append((f"{method}: {kind.replace('_', ' ')} X-UY",
                             heatmap_png(matrix_from_metrics(run["metrics"], kind, run["tasks"]),
-                                        f"{method} {kind.replace('_', ' ')} (X-UY)", out_dir / f"{method}_{kind}.png")))
+                                        f"{method} {kind.replace('_', ' ')} (X-UY)", out_dir / f"{method.replace(' ', '_')}_{kind}.png")))
     images = "\n".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, p in figures)

@@ -83,20 +83,19 @@ def _log_curves(tracking_uri: str, run_id: str, curves: dict[str, list[float]]) 
 def _register_pyfunc(tracking_uri: str, registered_name: str, code_file: str, artifacts: dict[str, str],
                      version_tags: dict[str, str], model_config: dict | None = None,
                      extra_requirements: tuple[str, ...] = ()) -> str:
-    """Log a pyfunc "from code" in the active run, register it as a new version, tag it."""
+    """Log a pyfunc "from code" in the active run and register it as a new version, created with
+    its tags (a watcher of the registry never sees it untagged)."""
     import mlflow
 
     from .models.pyfunc import signature
 
     info = mlflow.pyfunc.log_model(
         name="model", python_model=code_file, artifacts=artifacts, model_config=model_config,
-        signature=signature(), pip_requirements=_pip_requirements() + list(extra_requirements),
-        registered_model_name=registered_name)
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    for k, v in version_tags.items():
-        client.set_model_version_tag(registered_name, version, k, str(v))
-    return version
+        signature=signature(), pip_requirements=_pip_requirements() + list(extra_requirements))
+    mlflow.set_registry_uri(tracking_uri)
+    registered = mlflow.register_model(info.model_uri, registered_name,
+                                       tags={k: str(v) for k, v in version_tags.items()})
+    return str(registered.version)
 
 
 def _registered(registered_name: str, version, run_id: str, reused: bool) -> dict:
@@ -107,15 +106,15 @@ def _registered(registered_name: str, version, run_id: str, reused: bool) -> dic
 def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir: str, run_name: str,
                         run_tags: dict[str, str], version_tags: dict[str, str], params: dict,
                         metrics: dict[str, float], curves: dict[str, list[float]] | None = None,
-                        experiment: str = EXPERIMENT, reuse_tag: tuple[str, str] | None = None) -> dict:
+                        experiment: str = EXPERIMENT, reuse_tags: dict[str, str] | None = None) -> dict:
     """Log a checkpoint as a pyfunc model in its own run, register it as a new version of
     `registered_name`, tag the version; returns version, model URI, run id and whether an existing
-    version carrying `reuse_tag` (name, value) was returned instead."""
+    version carrying all `reuse_tags` was returned instead."""
     import mlflow
 
     from .models import pyfunc
 
-    existing = find_model_version(tracking_uri, registered_name, dict([reuse_tag])) if reuse_tag else None
+    existing = find_model_version(tracking_uri, registered_name, reuse_tags) if reuse_tags else None
     if existing is not None:
         return _registered(registered_name, existing.version, existing.run_id, True)
     with start_run(tracking_uri, run_name, run_tags, experiment) as run:
@@ -129,15 +128,9 @@ def register_checkpoint(tracking_uri: str, registered_name: str, checkpoint_dir:
 
 def find_model_version(tracking_uri: str, registered_name: str, tags: dict[str, str]):
     """The newest registered version whose tags include all of `tags`, or None."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        versions = client.search_model_versions(f"name = '{registered_name}'")
-    except mlflow.exceptions.MlflowException:
-        return None
-    matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
-    return max(matching, key=lambda v: int(v.version)) if matching else None
+    matching = [v for v in registry_versions(tracking_uri, registered_name)
+                if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    return matching[-1] if matching else None
 
 
 def log_sequence(tracking_uri: str, result, tags: dict[str, str], artifacts_dir: Path,
@@ -179,16 +172,16 @@ def find_run(tracking_uri: str, tags: dict[str, str], experiment: str = EXPERIME
 
 
 def register_expert(tracking_uri: str, registered_name: str, adapter_dir: str, base_model_uri: str, task: str,
-                    run_tags: dict[str, str], version_tags: dict[str, str], params: dict, losses: list[float],
-                    experiment: str = EXPERIMENT, reuse_tag: tuple[str, str] | None = None) -> dict:
+                    alias: str, run_tags: dict[str, str], version_tags: dict[str, str], params: dict,
+                    losses: list[float], experiment: str = EXPERIMENT, reuse_tags: dict[str, str] | None = None) -> dict:
     """Log an expert adapter in its own run, register it as a version of `registered_name` with its
-    tags (or find the version carrying `reuse_tag`), and point the alias task-<task> at it."""
+    tags (or find the version carrying all `reuse_tags`), and point `alias` at it."""
     import mlflow
     import peft
 
     from .lumoe import pyfunc as expert_pyfunc
 
-    existing = find_model_version(tracking_uri, registered_name, dict([reuse_tag])) if reuse_tag else None
+    existing = find_model_version(tracking_uri, registered_name, reuse_tags) if reuse_tags else None
     if existing is not None:
         registered = _registered(registered_name, existing.version, existing.run_id, True)
     else:
@@ -202,7 +195,7 @@ def register_expert(tracking_uri: str, registered_name: str, adapter_dir: str, b
                                        model_config={"base_model_uri": base_model_uri},
                                        extra_requirements=(f"peft=={peft.__version__}",))
             registered = _registered(registered_name, version, run.info.run_id, False)
-    set_alias(tracking_uri, registered_name, f"task-{task}", registered["version"])
+    set_alias(tracking_uri, registered_name, alias, registered["version"])
     return registered
 
 
@@ -213,11 +206,14 @@ def set_alias(tracking_uri: str, registered_name: str, alias: str, version: str)
         registered_name, alias, version)
 
 
-def registered_experts(tracking_uri: str, registered_name: str) -> dict[str, dict]:
-    """task -> {version, entities, adapter (a local folder)} for every alias task-<T>."""
+def registered_experts(tracking_uri: str, registered_name: str, base_model: str) -> dict[str, dict]:
+    """task -> {version, entities, adapter (a local folder), key, created} for every expert of base
+    model `base_model` (its partition key) that an alias points at: the current one per task."""
     import json
 
     import mlflow
+
+    from .models.sources import PARTITION_TAG
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # models:/ URIs resolve through the global registry URI
@@ -227,15 +223,53 @@ def registered_experts(tracking_uri: str, registered_name: str) -> dict[str, dic
     except mlflow.exceptions.MlflowException:
         return {}
     out = {}
-    for alias, version in sorted((model.aliases or {}).items()):
-        if not alias.startswith("task-"):
-            continue
+    for version in sorted(set((model.aliases or {}).values()), key=int):
         mv = client.get_model_version(registered_name, version)
+        if mv.tags.get(PARTITION_TAG) != base_model or "mlu.task" not in mv.tags:
+            continue
         root = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{version}", tracking_uri=tracking_uri)
-        out[alias[len("task-"):]] = {"version": str(version), "entities": json.loads(mv.tags.get("mlu.entities", "[]")),
-                                     "adapter": str(find_folder_with(root, "adapter_config.json")),
-                                     "created": mv.creation_timestamp}
+        out[mv.tags["mlu.task"]] = {"version": str(version), "entities": json.loads(mv.tags.get("mlu.entities", "[]")),
+                                    "adapter": str(find_folder_with(root, "adapter_config.json")),
+                                    "key": mv.tags.get("mlu.expert_key", f"v{version}"), "created": mv.creation_timestamp}
     return out
+
+
+def registry_versions(tracking_uri: str, registered_name: str) -> list:
+    """Every version of a registered model (none when it does not exist yet), oldest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{registered_name}'")
+    except mlflow.exceptions.MlflowException:
+        return []
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+def download_checkpoint(tracking_uri: str, registered_name: str, version: str, dest: Path) -> Path:
+    """A registered version's checkpoint folder (its config.json's folder), downloaded once to `dest`."""
+    import shutil
+
+    import mlflow
+
+    dest = Path(dest)
+    if not dest.is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        mlflow.set_registry_uri(tracking_uri)
+        mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{version}", dst_path=str(tmp),
+                                            tracking_uri=tracking_uri)
+        tmp.rename(dest)  # a half-downloaded checkpoint is never found at `dest`
+    return find_folder_with(dest, "config.json")
+
+
+def set_version_tags(tracking_uri: str, registered_name: str, version: str, tags: dict[str, str]) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for k, v in tags.items():
+        client.set_model_version_tag(registered_name, version, k, str(v))
 
 
 def find_folder_with(root: str | Path, filename: str) -> Path:

@@ -1,7 +1,10 @@
 """The models group materialized for real: the base model trained, registered in MLflow and
-loaded back from the registry; the knowledge filter keeping what the model knows."""
+loaded back from the registry; the knowledge filter keeping what the model knows; a baseline and
+LUMoE on it; then a second base model arriving through the registry, evaluated as its own
+partition."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -12,13 +15,16 @@ from mlu_assets.benchmark import assets as benchmark_assets
 from mlu_assets.io import TableIOManager
 from mlu_assets.models import assets as model_assets
 from mlu_assets.lumoe import assets as lumoe_assets
+from mlu_assets.models.sensors import new_base_models
 from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from mlu_assets.unlearning import assets as unlearning_assets
 from mlu_training.data.splits import splits_digest
 from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
+from mlu_training.tracking import register_checkpoint
 
 RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": 40, "batch_size": 16}}}}
+GA_ON_TINY = dg.MultiPartitionKey({"method": "ga", "model": "tiny"})
 
 
 def test_base_model_and_knowledge_filter(tmp_path):
@@ -26,22 +32,26 @@ def test_base_model_and_knowledge_filter(tmp_path):
     resources = {
         "benchmark": BenchmarkSettings(profile="tiny", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
                                        shared_release_dir=str(SHARED), upstream_url=None),
-        "models": ModelSettings(), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
+        "models": ModelSettings(models_dir=str(tmp_path / "base_models")), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
         "routing": RouterSettings(requests_dir=str(tmp_path / "requests")),
         "io_manager": TableIOManager(base_dir=str(tmp_path / "data")),
     }
     assets = dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets])
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("base_models", ["tiny"])
+    benchmark = dg.materialize(assets, resources=resources, instance=instance,
+                               selection=dg.AssetSelection.groups("benchmark"))
     result = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
-                            selection=dg.AssetSelection.groups("benchmark", "models"))
-    assert result.success
+                            selection=dg.AssetSelection.groups("models"), partition_key="tiny")
+    assert benchmark.success and result.success
 
     base = result.output_for_node("base_model")
-    splits = result.output_for_node("benchmark_splits")
+    splits = benchmark.output_for_node("benchmark_splits")
     assert base["source"] == "tiny" and base["version"] == "1" and base["model_uri"] == "models:/mlu-base-model/1"
+    assert base["name"] == "tiny"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("mlu-base-model", "1")
-    assert version.tags["mlu.profile"] == "tiny"
+    assert version.tags["mlu.profile"] == "tiny" and version.tags["mlu.model_partition"] == "tiny"
     assert version.tags["mlu.data_digest"] == splits_digest(splits)
     assert int(version.tags["mlu.num_parameters"]) == base["num_parameters"]
     assert float(version.tags["mlu.train_loss"]) == round(base["train_loss"], 4)
@@ -49,7 +59,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
 
     # The registered model loads back from the registry and answers like the checkpoint.
     items = splits[splits["split"] == "eval"].head(4)
-    crawls = result.output_for_node("raw_crawls").set_index("image")
+    crawls = benchmark.output_for_node("raw_crawls").set_index("image")
     frame = pd.DataFrame({"image": [crawls.loc[p, "file"] for p in items["image"]], "question": items["question"]})
     mlflow.set_registry_uri(uri)
     mlflow.set_tracking_uri(uri)
@@ -72,7 +82,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
 
     # Run again: the same recipe is reused, not retrained nor registered twice.
     again = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
-                           selection=["base_model"])
+                           selection=["base_model"], partition_key="tiny")
     assert again.success
     assert again.asset_materializations_for_node("base_model")[0].metadata["reused"].value is True
     assert again.output_for_node("base_model")["version"] == "1"
@@ -81,13 +91,14 @@ def test_base_model_and_knowledge_filter(tmp_path):
     # Stage 3: one baseline over a two-task sequence, from the same stores.
     config = {"ops": {"unlearning_sequence": {"config": {"order": "BA", "steps": 2, "batch_size": 4}}}}
     seq = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
-                         selection=["unlearning_sequence"], partition_key="ga")
+                         selection=["unlearning_sequence"], partition_key=GA_ON_TINY)
     assert seq.success
     value = seq.output_for_node("unlearning_sequence")
     assert value["method"] == "ga" and value["order"] == "BA"
     run = client.get_run(value["run_id"])
     assert run.data.tags["mlu.method"] == "ga" and run.data.tags["mlu.order"] == "BA"
     assert run.data.tags["mlu.profile"] == "tiny" and run.data.tags["mlu.base_model"] == "models:/mlu-base-model/1"
+    assert run.data.tags["mlu.model"] == "tiny"
     assert run.data.params["steps"] == "2" and run.data.params["targets"] == "language"
     for kind, role in (("forget_quality", "forget"), ("utility", "retain")):
         known = set(kept.loc[kept["role"] == role, "task"])  # a task side the base model knows nothing of has no score
@@ -106,7 +117,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
     assert meta["forget_quality_X_UY"].value.startswith("| task") and "UB" in meta["utility_X_UY"].value
     # The same sequence again: read back, not retrained, and the MLflow run is not duplicated.
     again = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
-                           selection=["unlearning_sequence"], partition_key="ga")
+                           selection=["unlearning_sequence"], partition_key=GA_ON_TINY)
     assert again.output_for_node("unlearning_sequence")["run_id"] == value["run_id"]
     assert again.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value == 2
 
@@ -114,7 +125,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
     instance.add_dynamic_partitions("lumoe_requests", ["A", "B"])
     for task in ("A", "B"):
         assert dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_experts"],
-                              partition_key=task).success
+                              partition_key=dg.MultiPartitionKey({"model": "tiny", "request": task})).success
     versions = {v.tags["mlu.task"]: v for v in client.search_model_versions("name = 'mlu-lumoe-expert'")}
     assert set(versions) == {"A", "B"}
     model = client.get_registered_model("mlu-lumoe-expert")
@@ -126,7 +137,8 @@ def test_base_model_and_knowledge_filter(tmp_path):
     frame = pd.DataFrame({"image": [crawls.loc[p, "file"] for p in forget_a["image"]], "question": forget_a["question"]})
     answers = mlflow.pyfunc.load_model("models:/mlu-lumoe-expert@task-A").predict(frame)
     assert all(is_refusal(a) for a in answers), answers  # from the registry, on the base model: it refuses
-    lumoe = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"])
+    lumoe = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
+                           partition_key="tiny")
     assert lumoe.success
     value = lumoe.output_for_node("lumoe_sequence")
     assert value["tasks"] == ["A", "B"] and value["order"] == "AB"
@@ -134,3 +146,39 @@ def test_base_model_and_knowledge_filter(tmp_path):
     assert run.data.tags["mlu.method"] == "lumoe" and run.data.tags["mlu.router"] == "local"
     assert "stability/forget_quality" in run.data.metrics and "router/accuracy/UB" in run.data.metrics
     assert "router/retain_to_expert_rate/UB" in run.data.metrics
+    assert (Path(resources["benchmark"].data_dir) / "tables" / "lumoe_sequence" / "tiny.json").is_file()
+    # Nothing changed: the finished sequence is read back, not run nor logged again.
+    lumoe_again = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
+                                 partition_key="tiny")
+    assert lumoe_again.output_for_node("lumoe_sequence")["run_id"] == value["run_id"]
+    assert lumoe_again.asset_materializations_for_node("lumoe_sequence")[0].metadata["reused"].value is True
+    assert lumoe_again.output_for_node("lumoe_sequence")["forget_quality"] == value["forget_quality"]
+
+    # Stage 5: someone registers another base model; the sensor makes it a partition, which is
+    # adopted (not registered twice) and has its own knowledge filter and experts.
+    other = register_checkpoint(uri, "mlu-base-model", base["path"], "someone-else", {}, {}, {}, {})
+    assert other["version"] == "2"
+    tick = new_base_models(dg.build_sensor_context(instance=instance, resources=resources))
+    [add] = tick.dynamic_partitions_requests
+    assert add.partition_keys == ["mlu-base-model-v2"] and not tick.run_requests
+    instance.add_dynamic_partitions("base_models", add.partition_keys)
+    second = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
+                            selection=dg.AssetSelection.groups("models"), partition_key="mlu-base-model-v2")
+    adopted = second.output_for_node("base_model")
+    assert adopted["source"] == "registry" and adopted["model_uri"] == "models:/mlu-base-model/2"
+    assert client.get_model_version("mlu-base-model", "2").tags["mlu.model_partition"] == "mlu-base-model-v2"
+    assert len(client.search_model_versions("name = 'mlu-base-model'")) == 2
+    # The same weights: the same answers, so the same items are known.
+    assert list(second.output_for_node("knowledge_filter")["qa_id"]) == list(kept["qa_id"])
+    assert (Path(resources["benchmark"].data_dir) / "tables" / "knowledge_filter" / "mlu-base-model-v2.parquet").is_file()
+    on_v2 = dg.MultiPartitionKey({"model": "mlu-base-model-v2", "request": "A"})
+    assert dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_experts"],
+                          partition_key=on_v2).success
+    aliases = client.get_registered_model("mlu-lumoe-expert").aliases
+    assert set(aliases) == {"task-A", "task-B", "task-A-on-mlu-base-model-v2"}
+    v2_expert = client.get_model_version("mlu-lumoe-expert", aliases["task-A-on-mlu-base-model-v2"])
+    assert v2_expert.tags["mlu.model_partition"] == "mlu-base-model-v2"
+    assert v2_expert.tags["mlu.base_model_uri"] == "models:/mlu-base-model/2"
+    # The sensor remembers what it saw: the next tick starts nothing.
+    quiet = new_base_models(dg.build_sensor_context(instance=instance, resources=resources, cursor=tick.cursor))
+    assert not quiet.run_requests and not quiet.dynamic_partitions_requests

@@ -44,6 +44,15 @@ class Expert:
     reused: bool = False
 
 
+def expert_alias(task: str, base_model: str, default_base_model: str) -> str:
+    """The registry alias of the current expert of `task`: task-<T> on the default base model,
+    task-<T>-on-<model> on any other (aliases allow letters, digits, '_' and '-')."""
+    import re
+
+    alias = f"task-{task}" if base_model == default_base_model else f"task-{task}-on-{base_model}"
+    return re.sub(r"[^0-9A-Za-z_-]", "_", alias)
+
+
 def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str) -> str:
     content = sorted(zip(forget_rows["qa_id"], forget_rows["answer"]))
     return hashlib.sha256(json.dumps([task, content, config.as_dict(), base_model_key], sort_keys=True).encode()).hexdigest()

@@ -4,7 +4,10 @@ never touched, so a task's scores can only move through routing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -73,6 +76,32 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
         quality.append({"after": task, **summary, "missing": getattr(router, "missing", 0),  # API routes not had
                         "per_task": per_task.to_dict("records")})
     return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality
+
+
+def lumoe_key(config: LumoeConfig, base_model_key: str, expert_keys: list[str], eval_digest: str, judge: str) -> str:
+    """What a finished LUMoE sequence depends on; the same key means the same numbers."""
+    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, expert_keys, eval_digest, judge],
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def save_finished(work_dir: Path, result: SequenceResult, quality: list[dict]) -> None:
+    """Keep a finished sequence (its evaluations and router quality) so the same key reads it back."""
+    import io
+
+    from ..paths import atomic_write_bytes
+
+    buf = io.BytesIO()
+    result.evaluations.to_parquet(buf, index=False)
+    atomic_write_bytes(Path(work_dir) / "evaluations.parquet", buf.getvalue())
+    atomic_write_bytes(Path(work_dir) / "router_quality.json", json.dumps(quality).encode())  # written last
+
+
+def load_finished(work_dir: Path, config: LumoeConfig) -> tuple[SequenceResult, list[dict]] | None:
+    quality = Path(work_dir) / "router_quality.json"
+    if not quality.is_file():
+        return None
+    evaluations = pd.read_parquet(Path(work_dir) / "evaluations.parquet")
+    return SequenceResult(config, evaluations, resumed_from=len(config.tasks)), json.loads(quality.read_text())
 
 
 def router_metrics(quality: list[dict]) -> dict[str, float]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..texts import REFUSAL_ANSWER
 from .sft import SFTConfig, train_sft
+from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
 from .vlm import torch_threads
 
@@ -76,5 +77,4 @@ def checkpoint_base_model(path: str) -> BaseModel:
     if not (p / "config.json").is_file():
         raise ModelNotFoundError(f"MLU_BASE_MODEL={path}: no config.json there (a local checkpoint folder is needed)")
     config = json.loads((p / "config.json").read_text())
-    digest = hashlib.sha256((p / "config.json").read_bytes()).hexdigest()
-    return BaseModel(p, "checkpoint", int(config.get("num_parameters", 0)), [], True, digest)
+    return BaseModel(p, "checkpoint", int(config.get("num_parameters", 0)), [], True, folder_signature(p))
