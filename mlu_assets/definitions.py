@@ -16,6 +16,7 @@ from .io import TableIOManager
 from .lumoe import assets as lumoe_assets
 from .lumoe.sensors import unlearning_requests
 from .models import assets as model_assets
+from .models.sensors import new_base_models, nightly_reevaluation
 from .unlearning import assets as unlearning_assets
 from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from .settings import setting
@@ -32,12 +33,14 @@ defs = dg.Definitions(
                                              evaluation_assets]),
     jobs=[benchmark_job],
     sensors=[
+        new_base_models,
         unlearning_requests,
-        # Declarative automation (re-evaluation when an expert or a model arrives); Dagster's own
-        # automation sensor starts stopped, so ours is declared running.
+        # Declarative automation (evaluation when a base model, a request or an expert arrives);
+        # Dagster's own automation sensor starts stopped, so ours is declared running.
         dg.AutomationConditionSensorDefinition("mlu_automation", target=dg.AssetSelection.all(),
                                                default_status=dg.DefaultSensorStatus.RUNNING),
     ],
+    schedules=[nightly_reevaluation],
     resources={
         "benchmark": BenchmarkSettings(
             profile=setting("MLU_PROFILE", "mini"),
@@ -47,7 +50,8 @@ defs = dg.Definitions(
             upstream_url=setting("MLU_MLUBENCH_UPSTREAM", BenchmarkSettings.model_fields["upstream_url"].default),
             images_dir=setting("MLU_IMAGES_DIR", None),
         ),
-        "models": ModelSettings(base_model_path=setting("MLU_BASE_MODEL", None)),
+        "models": ModelSettings(base_model_path=setting("MLU_BASE_MODEL", None),
+                                models_dir=setting("MLU_BASE_MODELS_DIR", ModelSettings.model_fields["models_dir"].default)),
         "judge": JudgeSettings(
             backend=setting("MLU_JUDGE", "local"),
             model=setting("MLU_JUDGE_MODEL", "gpt-4o"),

@@ -133,8 +133,9 @@ def test_the_request_sensor_keeps_a_cursor_and_rejects_with_a_reason(tmp_path, t
     resources = {"benchmark": BenchmarkSettings(data_dir=str(data), shared_release_dir=str(SHARED)),
                  "routing": RouterSettings(requests_dir=str(requests))}
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("base_models", ["tiny", "other"])
         first = unlearning_requests(dg.build_sensor_context(instance=instance, resources=resources))
-        assert [r.partition_key for r in first.run_requests] == ["forget-lisa"]
+        assert not first.run_requests  # a new request: its partition, which the automation trains
         [add] = first.dynamic_partitions_requests
         assert add.partition_keys == ["A", "B", "C", "D", "forget-lisa"]
         assert "unknown entity 'Taylr Swfit'" in (requests / "typo.rejected.txt").read_text()
@@ -142,29 +143,37 @@ def test_the_request_sensor_keeps_a_cursor_and_rejects_with_a_reason(tmp_path, t
         instance.add_dynamic_partitions("lumoe_requests", add.partition_keys)
         second = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
         assert isinstance(second, dg.SkipReason)  # nothing new: nothing started twice
-        write_request(requests, "forget-lisa", ["Lisa Su", "Big Ben"])  # the request changed: a new run key
+        write_request(requests, "forget-lisa", ["Lisa Su", "Big Ben"])  # the request changed: train again
         third = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
-        assert [r.partition_key for r in third.run_requests] == ["forget-lisa"]
-        assert third.run_requests[0].run_key != first.run_requests[0].run_key
+        assert sorted(r.partition_key for r in third.run_requests) == ["other|forget-lisa", "tiny|forget-lisa"]
+        assert json.loads((data / "requests" / "forget-lisa.json").read_text())["entity_ids"] == ["Big_Ben", "苏姿丰"]
         assert not third.dynamic_partitions_requests  # the partition exists already
+        fourth = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=third.cursor, resources=resources))
+        assert isinstance(fourth, dg.SkipReason)
+        fifth = unlearning_requests(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+        assert {r.run_key for r in fifth.run_requests} == {r.run_key for r in third.run_requests}  # keys repeat nothing
 
 
 def test_a_new_expert_makes_lumoe_sequence_run_again():
     from mlu_assets.definitions import defs
 
     sequence = dg.AssetKey("lumoe_sequence")
+    expert_a = dg.MultiPartitionKey({"model": "tiny", "request": "A"})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("lumoe_requests", ["A"])
-        for parent in ("knowledge_filter", "benchmark_splits", "raw_crawls", "entity_catalog", "base_model"):
+        instance.add_dynamic_partitions("base_models", ["tiny"])
+        for parent in ("benchmark_splits", "raw_crawls", "entity_catalog", "validated_qa_pairs"):
             instance.report_runless_asset_event(dg.AssetMaterialization(parent))
-        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition="A"))
+        for parent in ("base_model", "knowledge_filter"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(parent, partition="tiny"))
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition=expert_a))
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_sequence"))
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_sequence", partition="tiny"))
         quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert quiet.get_num_requested(sequence) == 0  # up to date: nothing to do
-        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition="A"))
+        instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_experts", partition=expert_a))
         later = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
-        assert later.get_num_requested(sequence) == 1  # a new expert: re-evaluate
+        assert later.get_requested_partitions(sequence) == {"tiny"}  # a new expert: re-evaluate
 
 
 def test_openai_router_two_steps_through_a_real_local_server(tmp_path, tiny_world):

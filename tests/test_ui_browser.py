@@ -1,5 +1,6 @@
-"""Both UIs for real, in headless Chromium: the Dagster UI shows the asset graph and the Great
-Expectations checks of validated_qa_pairs; the MLflow UI lists mlu-lumoe-expert and its versions.
+"""Both UIs for real, in headless Chromium: the Dagster UI shows the asset graph, the Great
+Expectations checks of validated_qa_pairs and the sensors and schedule; the MLflow UI lists
+mlu-lumoe-expert and its versions.
 Screenshots go to test-artifacts/. `make ui`'s script is what runs, and Ctrl-C stops it."""
 
 import os
@@ -53,8 +54,8 @@ def stores(tmp_path, tiny_base, tiny_world):
         rows = train[(train["task"] == task) & (train["role"] == "forget")]
         expert = train_expert(str(tiny_base.path), tiny_base.key, task, rows, ExpertConfig(steps=2), tmp_path / "experts",
                               tiny_world["load_image"])
-        register_expert(uri, "mlu-lumoe-expert", str(expert.path), base["model_uri"], task, {}, {"mlu.task": task}, {},
-                        expert.losses)
+        register_expert(uri, "mlu-lumoe-expert", str(expert.path), base["model_uri"], task, f"task-{task}", {},
+                        {"mlu.task": task}, {}, expert.losses)
     return home, uri
 
 
@@ -96,6 +97,12 @@ def test_dagster_and_mlflow_uis_in_a_browser(stores, tmp_path):
             for check in ("qa_ids_unique", "answer_not_empty", "image_path_no_parent", "forget_retain_disjoint"):
                 page.get_by_text(check).first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "dagster-checks.png"), full_page=True)
+
+            # The sensors and the nightly schedule, all running without anyone switching them on.
+            page.goto(f"http://127.0.0.1:{dagster_port}/automation", wait_until="networkidle")
+            for name in ("new_base_models", "unlearning_requests", "mlu_automation", "nightly_reevaluation"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "dagster-automation.png"), full_page=True)
 
             page.goto(f"http://127.0.0.1:{mlflow_port}/#/models", wait_until="domcontentloaded")  # MLflow keeps polling
             page.get_by_text("mlu-lumoe-expert").first.wait_for(timeout=60_000)

@@ -1,7 +1,8 @@
 """Unlearning requests arriving as files: each new file in the requests folder is checked
-against the entity catalog; an accepted one becomes a new partition of lumoe_experts and a run
-that trains and registers its expert (then lumoe_sequence re-evaluates by itself). The cursor
-remembers every file seen (by name and content digest) and run keys repeat nothing."""
+against the entity catalog; an accepted one becomes a new request partition, whose experts
+(one per base model) declarative automation trains, then lumoe_sequence re-evaluates. A request
+file whose content changes re-trains its experts through run requests. The cursor remembers every
+file seen (by name and content digest) and run keys repeat nothing."""
 
 import hashlib
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..resources import BenchmarkSettings, RouterSettings
+from ..models.assets import model_partitions
 from .assets import lumoe_experts, request_partitions
 
 
@@ -45,9 +47,11 @@ def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: Benchmar
         stored = accepted_request_path(benchmark.data_dir, request.id)
         atomic_write_bytes(stored, json.dumps(request.as_dict(), ensure_ascii=False).encode())
         if request.id not in existing:
-            add.append(request.id)
-        runs.append(dg.RunRequest(run_key=f"request:{request.id}:{digest[:16]}", partition_key=request.id,
-                                  tags={"mlu/request": request.id}))
+            add.append(request.id)  # new: the automation trains its experts
+            continue
+        for model in context.instance.get_dynamic_partitions(model_partitions.name):  # changed: train again
+            runs.append(dg.RunRequest(run_key=f"request:{request.id}:{model}:{digest[:16]}", tags={"mlu/request": request.id},
+                                      partition_key=dg.MultiPartitionKey({"model": model, "request": request.id})))
     if not runs and not add and not rejected:
         return dg.SkipReason(f"no new request in {folder}")
     return dg.SensorResult(run_requests=runs, cursor=json.dumps(seen),
