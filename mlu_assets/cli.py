@@ -18,6 +18,8 @@ def _print_leaderboard(board: list[dict], html: str) -> None:
 
     table = Table(title="mlu leaderboard (after the last request; drift = the stability objective, 0 = stable)")
     columns = list(board[0]) if board else []
+    if len({row.get("base model") for row in board}) == 1:
+        columns.remove("base model")  # one base model: the column says nothing
     for col in columns:
         table.add_column(col, justify="left" if col in ("method", "base model", "order") else "right")
     for row in board:

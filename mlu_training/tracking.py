@@ -264,12 +264,14 @@ def download_checkpoint(tracking_uri: str, registered_name: str, version: str, d
     return find_folder_with(dest, "config.json")
 
 
-def set_version_tags(tracking_uri: str, registered_name: str, version: str, tags: dict[str, str]) -> None:
+def set_version_tags(tracking_uri: str, registered_name: str, version: str, tags: dict[str, str]):
+    """Tag a registered version; returns it as it now is."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     for k, v in tags.items():
         client.set_model_version_tag(registered_name, version, k, str(v))
+    return client.get_model_version(registered_name, version)
 
 
 def find_folder_with(root: str | Path, filename: str) -> Path:

@@ -4,6 +4,7 @@ LUMoE on it; then a second base model arriving through the registry, evaluated a
 partition."""
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -182,3 +183,22 @@ def test_base_model_and_knowledge_filter(tmp_path):
     # The sensor remembers what it saw: the next tick starts nothing.
     quiet = new_base_models(dg.build_sensor_context(instance=instance, resources=resources, cursor=tick.cursor))
     assert not quiet.run_requests and not quiet.dynamic_partitions_requests
+
+    # The same weights dropped as a folder: a base model of its own, sharing the finished work of
+    # mlu-base-model-v2 but with its own MLflow run, so the report has a row for each.
+    shutil.copytree(adopted["path"], tmp_path / "base_models" / "copy-of-v2")
+    instance.add_dynamic_partitions("base_models", ["copy-of-v2"])
+    copy = dg.materialize(assets, resources=resources, instance=instance, selection=dg.AssetSelection.groups("models"),
+                          partition_key="copy-of-v2")
+    assert copy.output_for_node("base_model")["key"] == adopted["key"]
+    runs = {}
+    for model in ("mlu-base-model-v2", "copy-of-v2"):
+        done = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
+                              selection=["unlearning_sequence"],
+                              partition_key=dg.MultiPartitionKey({"method": "ga", "model": model}))
+        runs[model] = (done.output_for_node("unlearning_sequence"),
+                       done.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value)
+    assert runs["copy-of-v2"][1] == 2  # computed once
+    assert runs["copy-of-v2"][0]["forget_quality"] == runs["mlu-base-model-v2"][0]["forget_quality"]
+    assert client.get_run(runs["copy-of-v2"][0]["run_id"]).data.tags["mlu.model"] == "copy-of-v2"
+    assert client.get_run(runs["mlu-base-model-v2"][0]["run_id"]).data.tags["mlu.model"] == "mlu-base-model-v2"

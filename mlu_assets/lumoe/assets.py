@@ -106,7 +106,8 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.model": model,
             "mlu.sequence_key": key, "mlu.judge": judge.describe()}
     finished = load_finished(work_dir, config)
-    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key}, mlflow.experiment) if finished else None
+    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key, "mlu.model": model}, mlflow.experiment) \
+        if finished else None
     if finished and previous:
         (result, quality), run_id = finished, previous.info.run_id
         context.log.info(f"lumoe on {model}: {config.order} is up to date (MLflow run {run_id})")

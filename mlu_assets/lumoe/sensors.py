@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..resources import BenchmarkSettings, RouterSettings
 from ..models.assets import model_partitions
+from ..resources import BenchmarkSettings, RouterSettings
 from .assets import lumoe_experts, request_partitions
 
 

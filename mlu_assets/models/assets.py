@@ -53,13 +53,16 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
     if source.kind == "registry":
-        local = download_checkpoint(mlflow.tracking_uri, REGISTERED_BASE, source.version,
-                                    Path(benchmark.data_dir) / "models" / "registry" / f"v{source.version}")
+        try:
+            local = download_checkpoint(mlflow.tracking_uri, REGISTERED_BASE, source.version,
+                                        Path(benchmark.data_dir) / "models" / "registry" / f"v{source.version}")
+        except FileNotFoundError as why:
+            raise dg.Failure(f"{REGISTERED_BASE} version {source.version} holds no transformers checkpoint: {why}") from None
         model = checkpoint_base_model(str(local))
-        set_version_tags(mlflow.tracking_uri, REGISTERED_BASE, source.version,
-                         {PARTITION_TAG: key, "mlu.recipe_key": model.key})
+        version = set_version_tags(mlflow.tracking_uri, REGISTERED_BASE, source.version,
+                                   {PARTITION_TAG: key, "mlu.recipe_key": model.key})
         registered = {"version": source.version, "model_uri": f"models:/{REGISTERED_BASE}/{source.version}",
-                      "run_id": "", "reused": True}
+                      "run_id": version.run_id or "", "reused": True}
     else:
         model = checkpoint_base_model(str(source.path)) if source.kind == "checkpoint" else \
             _teach_tiny_model(context, config, benchmark_splits, raw_crawls, benchmark, digest)

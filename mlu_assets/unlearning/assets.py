@@ -52,7 +52,8 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     tags = {"mlu.kind": "unlearning_sequence", "mlu.method": method, "mlu.order": cfg.order,
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.model": base_model["name"],
             "mlu.sequence_key": key, "mlu.judge": judge.describe()}
-    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key}, mlflow.experiment)
+    # Identical weights under two names share the work, but each base model gets its own run.
+    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key, "mlu.model": base_model["name"]}, mlflow.experiment)
     run_id = previous.info.run_id if previous and result.resumed_from == len(cfg.order) else \
         log_sequence(mlflow.tracking_uri, result, tags, work_dir / "artifacts", mlflow.experiment)
     value, metadata = sequence_output(result, run_id)

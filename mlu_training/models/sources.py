@@ -10,6 +10,7 @@ The key alone says where to look, so nothing else has to be stored to resolve it
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ class ModelSource:
 
 def folder_key(path: str | Path) -> str:
     """A checkpoint folder's partition key: its name, kept to letters, digits, '.', '_' and '-'."""
-    name = re.sub(r"[^\w.-]+", "-", Path(path).expanduser().resolve().name).strip("-.")
+    # abspath, not resolve: a symlinked folder is named by its link, not by a snapshot hash
+    name = re.sub(r"[^\w.-]+", "-", Path(os.path.abspath(Path(path).expanduser())).name).strip("-.")
     if not name or name == TINY or _REGISTRY_KEY.match(name):
         raise ValueError(f"{path}: rename the folder; {name!r} cannot name a base model")
     return name
@@ -72,7 +74,7 @@ def is_checkpoint(folder: Path) -> bool:
 
 def folder_signature(folder: Path) -> str:
     """Cheap and content-sensitive enough to notice a changed or still-growing checkpoint: every
-    file's relative name and size, and the sha256 of config.json and of each file's first MiB."""
+    file's relative name, size and first MiB (so all of config.json), not gigabytes of weights."""
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(f"{f.relative_to(folder)}\0{f.stat().st_size}\0".encode())
