@@ -94,73 +94,63 @@ def _materialized(instance, key: str, partition: str | None = None) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
 
 
+def _requested(defs, result) -> dict[str, set]:
+    return {k.to_user_string(): result.get_requested_partitions(k)
+            for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(k)}
+
+
+def _walk_the_chain(defs, instance, model: str, cursor: str) -> str:
+    """Tick by tick, what the automation asks for once base model `model` exists, each step
+    reported done before the next tick: the whole chain, in order, for that model only."""
+    def tick(expected: dict) -> None:
+        nonlocal cursor
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        assert _requested(defs, result) == expected
+
+    tick({"base_model": {model}, "knowledge_filter": {model}})
+    tick({})  # requested once, not on every tick
+    for key in ("base_model", "knowledge_filter"):
+        _materialized(instance, key, model)
+    tick({"unlearning_sequence": {f"{m}|{model}" for m in METHODS}, "lumoe_experts": {f"{model}|A", f"{model}|B"}})
+    for m in METHODS:
+        _materialized(instance, "unlearning_sequence", dg.MultiPartitionKey({"method": m, "model": model}))
+    for r in "AB":
+        _materialized(instance, "lumoe_experts", dg.MultiPartitionKey({"model": model, "request": r}))
+    tick({"lumoe_sequence": {model}})
+    _materialized(instance, "lumoe_sequence", model)
+    tick({"report": {None}})
+    _materialized(instance, "report")
+    tick({})  # all up to date: nothing starts
+    return cursor
+
+
 def test_a_new_base_model_runs_the_whole_chain_by_automation():
     from mlu_assets.definitions import defs
-
-    def requested(result) -> dict[str, set]:
-        return {k.to_user_string(): result.get_requested_partitions(k)
-                for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(k)}
 
     with dg.instance_for_test() as instance:
         for key in ("mlubench_release", "entity_catalog", "qa_pairs", "raw_crawls", "validated_qa_pairs",
                     "benchmark_splits"):
             _materialized(instance, key)
         # The automation sensor ticks all along; the first tick only takes stock.
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-        assert requested(tick) == {}
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert _requested(defs, first) == {}
         instance.add_dynamic_partitions("base_models", ["tiny"])  # what new_base_models adds first
         instance.add_dynamic_partitions("lumoe_requests", ["A", "B"])
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"base_model": {"tiny"}, "knowledge_filter": {"tiny"}}
-        for key in ("base_model", "knowledge_filter"):
-            _materialized(instance, key, "tiny")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"unlearning_sequence": {f"{m}|tiny" for m in METHODS},
-                                   "lumoe_experts": {"tiny|A", "tiny|B"}}
-        for m in METHODS:
-            _materialized(instance, "unlearning_sequence", dg.MultiPartitionKey({"method": m, "model": "tiny"}))
-        for r in "AB":
-            _materialized(instance, "lumoe_experts", dg.MultiPartitionKey({"model": "tiny", "request": r}))
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"lumoe_sequence": {"tiny"}}
-        _materialized(instance, "lumoe_sequence", "tiny")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"report": {None}}
-        _materialized(instance, "report")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {}  # all up to date: nothing starts
-
-        # A new base model arrives: its chain runs, step by step, and nothing of `tiny` again.
+        cursor = _walk_the_chain(defs, instance, "tiny", first.cursor)
+        # A new base model arrives: its chain runs, and nothing of `tiny` again.
         instance.add_dynamic_partitions("base_models", ["mlu-base-model-v2"])
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"base_model": {"mlu-base-model-v2"}, "knowledge_filter": {"mlu-base-model-v2"}}
-        quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(quiet) == {}  # requested once, not on every tick
-        for key in ("base_model", "knowledge_filter"):
-            _materialized(instance, key, "mlu-base-model-v2")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
-        assert requested(tick) == {"unlearning_sequence": {f"{m}|mlu-base-model-v2" for m in METHODS},
-                                   "lumoe_experts": {"mlu-base-model-v2|A", "mlu-base-model-v2|B"}}
-        for m in METHODS:
-            _materialized(instance, "unlearning_sequence", dg.MultiPartitionKey({"method": m, "model": "mlu-base-model-v2"}))
-        for r in "AB":
-            _materialized(instance, "lumoe_experts", dg.MultiPartitionKey({"model": "mlu-base-model-v2", "request": r}))
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"lumoe_sequence": {"mlu-base-model-v2"}}
-        _materialized(instance, "lumoe_sequence", "mlu-base-model-v2")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"report": {None}}
+        cursor = _walk_the_chain(defs, instance, "mlu-base-model-v2", cursor)
 
         # The nightly re-evaluation: every model's knowledge filter, once per night.
         night = datetime.datetime(2026, 11, 23, 2, 0, tzinfo=datetime.timezone.utc)
         runs = nightly_reevaluation(dg.build_schedule_context(instance=instance, scheduled_execution_time=night))
         assert {(r.partition_key, r.run_key) for r in runs} == {
             ("tiny", "nightly:tiny:2026-11-23"), ("mlu-base-model-v2", "nightly:mlu-base-model-v2:2026-11-23")}
-        _materialized(instance, "report")
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
         _materialized(instance, "knowledge_filter", "tiny")  # what the nightly run of `tiny` does
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert requested(tick) == {"unlearning_sequence": {f"{m}|tiny" for m in METHODS}, "lumoe_sequence": {"tiny"}}
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert _requested(defs, tick) == {"unlearning_sequence": {f"{m}|tiny" for m in METHODS},
+                                          "lumoe_sequence": {"tiny"}}
 
 
 def test_the_nightly_schedule_waits_for_a_model():
