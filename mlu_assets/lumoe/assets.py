@@ -99,8 +99,8 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     if not order:
         raise dg.Failure(f"no expert registered for base model {model}: materialize lumoe_experts first")
     config = LumoeConfig(tasks=tuple(order), router=routing.backend)
-    key = lumoe_key(config, base_model["key"], [experts[t]["key"] for t in order], splits_digest(knowledge_filter),
-                    judge.describe())
+    key = lumoe_key(config, base_model["key"], base_model["data_digest"], [experts[t]["key"] for t in order],
+                    splits_digest(knowledge_filter), judge.describe())
     work_dir = Path(benchmark.data_dir) / "lumoe" / model / key[:16]
     tags = {"mlu.kind": "lumoe_sequence", "mlu.method": "lumoe", "mlu.order": config.order, "mlu.router": routing.backend,
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.model": model,

@@ -78,9 +78,11 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality
 
 
-def lumoe_key(config: LumoeConfig, base_model_key: str, expert_keys: list[str], eval_digest: str, judge: str) -> str:
-    """What a finished LUMoE sequence depends on; the same key means the same numbers."""
-    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, expert_keys, eval_digest, judge],
+def lumoe_key(config: LumoeConfig, base_model_key: str, data_digest: str, expert_keys: list[str], eval_digest: str,
+              judge: str) -> str:
+    """What a finished LUMoE sequence depends on (the data too: the local router's gallery comes
+    from it); the same key means the same numbers."""
+    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, expert_keys, eval_digest, judge],
                                      sort_keys=True).encode()).hexdigest()
 
 
