@@ -219,18 +219,19 @@ def registered_experts(tracking_uri: str, registered_name: str, base_model: str)
     mlflow.set_registry_uri(tracking_uri)  # models:/ URIs resolve through the global registry URI
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        model = client.get_registered_model(registered_name)
+        current = set(client.get_registered_model(registered_name).aliases.values())
     except mlflow.exceptions.MlflowException:
         return {}
     out = {}
-    for version in sorted(set((model.aliases or {}).values()), key=int):
-        mv = client.get_model_version(registered_name, version)
-        if mv.tags.get(PARTITION_TAG) != base_model or "mlu.task" not in mv.tags:
+    # One search brings every version's tags; only this base model's current experts are downloaded.
+    for mv in registry_versions(tracking_uri, registered_name):
+        if mv.version not in current or mv.tags.get(PARTITION_TAG) != base_model or "mlu.task" not in mv.tags:
             continue
-        root = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{version}", tracking_uri=tracking_uri)
-        out[mv.tags["mlu.task"]] = {"version": str(version), "entities": json.loads(mv.tags.get("mlu.entities", "[]")),
+        root = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{mv.version}", tracking_uri=tracking_uri)
+        out[mv.tags["mlu.task"]] = {"version": str(mv.version), "entities": json.loads(mv.tags.get("mlu.entities", "[]")),
                                     "adapter": str(find_folder_with(root, "adapter_config.json")),
-                                    "key": mv.tags.get("mlu.expert_key", f"v{version}"), "created": mv.creation_timestamp}
+                                    "key": mv.tags.get("mlu.expert_key", f"v{mv.version}"),
+                                    "created": mv.creation_timestamp}
     return out
 
 

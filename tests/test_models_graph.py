@@ -154,6 +154,13 @@ def test_base_model_and_knowledge_filter(tmp_path):
     assert lumoe_again.output_for_node("lumoe_sequence")["run_id"] == value["run_id"]
     assert lumoe_again.asset_materializations_for_node("lumoe_sequence")[0].metadata["reused"].value is True
     assert lumoe_again.output_for_node("lumoe_sequence")["forget_quality"] == value["forget_quality"]
+    # Its MLflow run deleted: logged again from what was kept, not computed again.
+    client.delete_run(value["run_id"])
+    relogged = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
+                              partition_key="tiny")
+    assert relogged.asset_materializations_for_node("lumoe_sequence")[0].metadata["reused"].value is True
+    new_run = client.get_run(relogged.output_for_node("lumoe_sequence")["run_id"])
+    assert new_run.info.run_id != value["run_id"] and new_run.data.metrics == client.get_run(value["run_id"]).data.metrics
 
     # Stage 5: someone registers another base model; the sensor makes it a partition, which is
     # adopted (not registered twice) and has its own knowledge filter and experts.

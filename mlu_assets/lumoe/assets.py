@@ -106,11 +106,9 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
             "mlu.profile": benchmark.profile, "mlu.base_model": base_model["model_uri"], "mlu.model": model,
             "mlu.sequence_key": key, "mlu.judge": judge.describe()}
     finished = load_finished(work_dir, config)
-    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key, "mlu.model": model}, mlflow.experiment) \
-        if finished else None
-    if finished and previous:
-        (result, quality), run_id = finished, previous.info.run_id
-        context.log.info(f"lumoe on {model}: {config.order} is up to date (MLflow run {run_id})")
+    if finished:
+        result, quality = finished
+        context.log.info(f"lumoe on {model}: {config.order} is up to date, read back from {work_dir}")
     else:
         load = image_loader(raw_crawls)
         train = benchmark_splits[benchmark_splits["split"] == "train"]
@@ -121,12 +119,14 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
             routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir), config,
             on_step=lambda i, t, p: context.log.info(f"lumoe on {model}: request {i + 1}/{len(order)} ({t}) {p}"))
         save_finished(work_dir, result, quality)
-        run_id = log_sequence(mlflow.tracking_uri, result, tags, work_dir / "artifacts", mlflow.experiment,
-                              extra_metrics=router_metrics(quality))
+    # The same key gives the same numbers: a run already logged for it is kept, one gone is logged again.
+    previous = find_run(mlflow.tracking_uri, {"mlu.sequence_key": key, "mlu.model": model}, mlflow.experiment)
+    run_id = previous.info.run_id if previous else log_sequence(
+        mlflow.tracking_uri, result, tags, work_dir / "artifacts", mlflow.experiment, extra_metrics=router_metrics(quality))
     final = pd.DataFrame(quality[-1]["per_task"])
     value, metadata = sequence_output(result, run_id)
     return dg.Output(
         {**value, "tasks": order, "router": quality, "sequence_key": key},
-        metadata={**metadata, "router_accuracy": quality[-1]["accuracy"], "reused": bool(finished and previous),
+        metadata={**metadata, "router_accuracy": quality[-1]["accuracy"], "reused": finished is not None,
                   "retain_to_expert_rate": quality[-1]["retain_to_expert_rate"],
                   "router_per_task": dg.MetadataValue.md(final.to_markdown(index=False))})

@@ -26,7 +26,8 @@ def new_base_models(context: dg.SensorEvaluationContext, models: ModelSettings, 
 
     state = {"registry": 0, "folders": {}, "pending": {}, "complaints": [], **json.loads(context.cursor or "{}")}
     existing = set(context.instance.get_dynamic_partitions(model_partitions.name))
-    add = [] if models.default_key() in existing else [models.default_key()]
+    default = models.default_key()
+    add = [] if default in existing else [default]
 
     for version in registry_versions(mlflow.tracking_uri, REGISTERED_BASE):
         if int(version.version) <= state["registry"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,8 +48,6 @@ class Expert:
 def expert_alias(task: str, base_model: str, default_base_model: str) -> str:
     """The registry alias of the current expert of `task`: task-<T> on the default base model,
     task-<T>-on-<model> on any other (aliases allow letters, digits, '_' and '-')."""
-    import re
-
     alias = f"task-{task}" if base_model == default_base_model else f"task-{task}-on-{base_model}"
     return re.sub(r"[^0-9A-Za-z_-]", "_", alias)
 
