@@ -1,17 +1,16 @@
 """Batched greedy generation (ours) vs one sample at a time (the reference code's way: one
 `model.generate` call per item; greedy here too, so outputs can be compared), on the same items
 and model, in one run. Prints tokens/s of each, the ratio, and whether every output is identical.
-Usage: .venv/bin/python bench/generation.py [--items 128] [--batch-size 32]"""
+Usage: .venv/bin/python bench/generation.py [--items 128] [--batch-size 32] [--data-dir D] [--smoke]"""
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from _inputs import load_run_outputs
+from _inputs import bench_arguments, load_run_outputs
 
 from mlu_training.evaluation import image_loader
 from mlu_training.models.vlm import VisionLanguageModel, torch_threads
@@ -26,19 +25,21 @@ def reference_generate(vlm, image, question: str, max_new_tokens: int, model=Non
     return vlm.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = bench_arguments(__doc__)
     ap.add_argument("--items", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="each side runs this often; medians are compared")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.items, args.batch_size, args.max_new_tokens, args.repeats = 8, 4, 8, 1
     torch_threads()
-    splits, crawls, base = load_run_outputs()
+    splits, crawls, base, _ = load_run_outputs(args.data_dir, args.model)
     items = splits[splits["split"] == "eval"].head(args.items)
     load = image_loader(crawls)
     images, questions = [load(p) for p in items["image"]], items["question"].tolist()
-    vlm = VisionLanguageModel.load(base["path"])
+    vlm = VisionLanguageModel.load(base.path)
     vlm.generate(images[:2], questions[:2], max_new_tokens=4)  # warm-up, for both
 
     ours_times, reference_times = [], []

@@ -1,15 +1,14 @@
 """OpenAIJudge (ours: concurrent, retried, cached) vs the reference code's judge (one call at a
 time, then a 2 s sleep), against a local OpenAI-compatible server with a fixed latency, on the
 same items, in one run; then our cached rerun. The reference is timed on a subset (it is slow by
-design) and compared per item. Usage: .venv/bin/python bench/judge.py [--items 200] [--latency 0.2]"""
+design) and compared per item. Usage: .venv/bin/python bench/judge.py [--items 200] [--latency 0.2] [--data-dir D] [--smoke]"""
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
-from _inputs import load_run_outputs
+from _inputs import bench_arguments, load_run_outputs
 
 from mlu_training.chat_api import ChatClient
 from mlu_training.judge import JudgeItem, OpenAIJudge
@@ -26,15 +25,17 @@ def reference_judge(client: ChatClient, items, sleep_s: float) -> list[int | Non
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = bench_arguments(__doc__)
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--reference-items", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--sleep", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=8)
-    args = ap.parse_args()
-    splits, _, _ = load_run_outputs()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.items, args.reference_items, args.sleep = 12, 2, 0.05
+    splits, _, _, _ = load_run_outputs(args.data_dir, args.model)
     rows = splits.head(args.items)
     # Answers of every kind: correct, truncated, refusals.
     responses = [a if i % 3 == 0 else (a[: len(a) // 2] if i % 3 == 1 else "I don't know.")

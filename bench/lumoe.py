@@ -4,58 +4,61 @@
 - vs the reference code's way: a deep copy of the whole model per adapter, one sample at a time;
 - the extra memory each expert costs, over the size of its adapter file.
 Routes are the oracle's (the router is not what is timed here). Needs `make run` first.
-Usage: .venv/bin/python bench/lumoe.py [--reference-items 48]"""
+Usage: .venv/bin/python bench/lumoe.py [--reference-items 48] [--data-dir D] [--smoke]"""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
-from _inputs import load_run_outputs
+from _inputs import bench_arguments, load_run_outputs
 from generation import reference_generate
 
+from mlu_training.benchmark import TASKS
 from mlu_training.evaluation import image_loader
 from mlu_training.lumoe.mixture import ExpertMixture
+from mlu_training.lumoe.registry import registered_experts
+from mlu_training.mlflow_store import MlflowStore
 from mlu_training.models.vlm import torch_threads
-from mlu_training.paths import default_data_dir, default_tracking_uri
+from mlu_training.paths import default_tracking_uri
 from mlu_training.router import Registry
-from mlu_training.tracking import registered_experts
 
 
 def rss() -> int:
     return psutil.Process(os.getpid()).memory_info().rss
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = bench_arguments(__doc__)
     ap.add_argument("--reference-items", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch_threads()
-    splits, crawls, base = load_run_outputs()
-    items = pd.read_parquet(Path(default_data_dir()) / "tables" / "knowledge_filter.parquet")
-    experts = registered_experts(os.environ.get("MLFLOW_TRACKING_URI", default_tracking_uri()), "mlu-lumoe-expert")
-    experts = {t: e for t, e in experts.items() if t in "ABCD"}
-    registry = Registry({t: e["entities"] for t, e in experts.items()}, {})
+    _, crawls, base, items = load_run_outputs(args.data_dir, args.model)
+    if args.smoke:
+        items, args.reference_items, args.max_new_tokens = items.head(8), 4, 8
+    store = MlflowStore(os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
+    experts = {t: e for t, e in registered_experts(store, args.model).items() if t in TASKS}
+    if not experts:
+        raise SystemExit(f"bench: no expert of base model {args.model!r} registered at {store.tracking_uri}; run `make run` first")
+    registry = Registry({t: e.entities for t, e in experts.items()}, {})
     routes = [registry.task_of(e) for e in items["entity_id"]]
     load = image_loader(crawls)
     images, questions = [load(p) for p in items["image"]], items["question"].tolist()
     opts = {"max_new_tokens": args.max_new_tokens}
 
-    mixture = ExpertMixture(base["path"])
+    mixture = ExpertMixture(base.path)
     mixture.vlm.generate(images[:2], questions[:2], max_new_tokens=4)  # warm-up
     before = rss()
     lora_bytes, file_bytes = [], []
     for task, e in experts.items():
         params_before = sum(p.numel() * p.element_size() for p in mixture.vlm.model.parameters())
-        mixture.add_expert(task, e["adapter"])
+        mixture.add_expert(task, e.adapter)
         lora_bytes.append(sum(p.numel() * p.element_size() for p in mixture.vlm.model.parameters()) - params_before)
-        file_bytes.append(sum(f.stat().st_size for f in Path(e["adapter"]).glob("*.safetensors")))
+        file_bytes.append(sum(f.stat().st_size for f in Path(e.adapter).glob("*.safetensors")))
     rss_per_expert = (rss() - before) / len(experts)
 
     timings = {}
@@ -73,9 +76,9 @@ def main() -> None:
     from peft import PeftModel
 
     copies, copy_rss_before = {}, rss()
-    plain = ExpertMixture(base["path"]).vlm
+    plain = ExpertMixture(base.path).vlm
     for task, e in experts.items():
-        copies[task] = PeftModel.from_pretrained(copy.deepcopy(plain.model), e["adapter"]).eval()
+        copies[task] = PeftModel.from_pretrained(copy.deepcopy(plain.model), e.adapter).eval()
     copy_rss = (rss() - copy_rss_before) / len(experts)
     n = args.reference_items
     t = time.perf_counter()

@@ -1,8 +1,9 @@
 """`mlu run`: the main job on the embedded defaults, recorded in DAGSTER_HOME like a UI launch.
 
-The benchmark group, the default base model and its knowledge filter, one run per unlearning
-method, LUMoE's experts and sequence, then the report. What is up to date is reused (the base
-model, finished sequences, registered experts).
+It launches the jobs of the definitions (definitions.STAGES), one partition at a time: the
+benchmark, the default base model and its knowledge filter, one run per unlearning method, LUMoE's
+experts and sequence, then the report. What is up to date is reused (the base model, finished
+sequences, registered experts).
 """
 
 from __future__ import annotations
@@ -29,60 +30,53 @@ def _print_leaderboard(board: list[dict], html: str) -> None:
     print(f"report: {html}")
 
 
+def main_job_plan(model: str, methods: list[str]) -> list[tuple[str, str, object]]:
+    """(what, job name, partition key) of each run of the main job, in order."""
+    import dagster as dg
+
+    from mlu_training.benchmark import TASKS
+
+    return [("the benchmark group", "benchmark_job", None),
+            (f"the base model {model!r}", "base_model_job", model),
+            *((f"unlearning with {m}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}))
+              for m in methods),
+            *((f"the expert of task {t}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}))
+              for t in TASKS),
+            ("LUMoE's sequence", "lumoe_job", model),
+            ("the report", "report_job", None)]
+
+
 def run(methods: list[str]) -> int:
     import os
 
     import dagster as dg
 
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS
-    from mlu_training.models.sources import default_key
     from mlu_training.paths import PROJECT_ROOT
 
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # as the Makefile does
     from .definitions import defs
-    from .lumoe.assets import request_partitions
-    from .models.assets import model_partitions
+    from .partitions import missing_default_partitions
+    from .settings import setting
+
+    from mlu_training.models.sources import default_key
 
     instance = dg.DagsterInstance.get()
-    assets = list(defs.assets)
-    model = default_key(os.environ.get("MLU_BASE_MODEL") or None)
-    for partitions, keys in ((model_partitions, [model]), (request_partitions, BENCHMARK_TASKS)):
-        have = set(instance.get_dynamic_partitions(partitions.name))
-        instance.add_dynamic_partitions(partitions.name, [k for k in keys if k not in have])
-
-    def step(what: str, selection, partition_key: str | None = None) -> bool:
-        """One run, recorded in DAGSTER_HOME like a launch from the UI."""
-        result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False,
-                                selection=selection, partition_key=partition_key)
-        if not result.success:
-            print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
-        return result.success
+    model = default_key(setting("MLU_BASE_MODEL"))
+    for request in missing_default_partitions(instance, model):
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
     started = time.perf_counter()
-    print(f"mlu: benchmark, then the base model {model!r} …", flush=True)
-    if not (step("the benchmark group", dg.AssetSelection.groups("benchmark"))
-            and step("the models group", dg.AssetSelection.groups("models"), model)):
-        return 1
-    for method in methods:
+    result = None
+    for what, job, partition in main_job_plan(model, methods):
         t = time.perf_counter()
-        print(f"mlu: unlearning with {method} …", flush=True)
-        if not step(method, ["unlearning_sequence"], dg.MultiPartitionKey({"method": method, "model": model})):
+        print(f"mlu: {what} …", flush=True)
+        result = defs.get_job_def(job).execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+        if not result.success:
+            print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
-        print(f"mlu: {method} done in {time.perf_counter() - t:.0f} s", flush=True)
-    print("mlu: LUMoE experts A-D, then the sequence …", flush=True)
-    t = time.perf_counter()
-    for task in BENCHMARK_TASKS:
-        if not step(f"the expert of task {task}", ["lumoe_experts"], dg.MultiPartitionKey({"model": model, "request": task})):
-            return 1
-    if not step("lumoe_sequence", ["lumoe_sequence"], model):
-        return 1
-    print(f"mlu: LUMoE done in {time.perf_counter() - t:.0f} s; the report …", flush=True)
-    result = dg.materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False, selection=["report"])
-    if not result.success:
-        print("mlu: report failed; see the run in the Dagster UI", file=sys.stderr)
-        return 1
-    value = result.output_for_node("report")
-    _print_leaderboard(value["leaderboard"], value["html"])
+        print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
+    report = result.output_for_node("report")
+    _print_leaderboard(report.leaderboard, report.html)
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     return 0
@@ -90,17 +84,16 @@ def run(methods: list[str]) -> int:
 
 def request(request_id: str, entities: list[str]) -> int:
     """Check the request against the entity catalog now, so a typo is caught at the prompt."""
-    import os
     from pathlib import Path
 
     import pandas as pd
 
     from mlu_training.lumoe.requests import RequestRejected, read_request, write_request
-    from mlu_training.paths import default_data_dir, default_requests_dir
 
-    folder = Path(os.environ.get("MLU_REQUESTS_DIR") or default_requests_dir())
-    catalog = Path(os.environ.get("MLU_DATA_DIR") or default_data_dir()) / "tables" / "entity_catalog.parquet"
-    path = write_request(folder, request_id, entities)
+    from .settings import setting
+
+    catalog = Path(setting("MLU_DATA_DIR")) / "tables" / "entity_catalog.parquet"
+    path = write_request(Path(setting("MLU_REQUESTS_DIR")), request_id, entities)
     if catalog.is_file():
         try:
             read_request(path, pd.read_parquet(catalog))

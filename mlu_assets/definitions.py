@@ -1,37 +1,49 @@
 """The one entry point: `mlu_assets.definitions:defs` (workspace.yaml loads it).
 
-Domains live in their own folders (benchmark/, …); this file merges them and sets what is
-global: resources, the IO manager, jobs.
+Domains live in their own folders (benchmark/, models/, unlearning/, lumoe/, evaluation/); this
+file merges them and sets what is global: resources (built from the settings), the IO manager,
+the automation sensor and the jobs. The jobs are the main job's stages, as `mlu run` launches
+them (cli.py) and as anyone can from the UI's Launchpad.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mlu_training import paths
-
 from .benchmark import assets as benchmark_assets
 from .evaluation import assets as evaluation_assets
-from .io import TableIOManager
 from .lumoe import assets as lumoe_assets
 from .lumoe.sensors import unlearning_requests
 from .models import assets as model_assets
 from .models.sensors import new_base_models, nightly_reevaluation
+from .partitions import method_and_model, model_and_request, model_partitions
+from .resources import build_resources
 from .unlearning import assets as unlearning_assets
-from .resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
-from .settings import setting
 
-data_dir = setting("MLU_DATA_DIR", str(paths.default_data_dir()))
-
-benchmark_job = dg.define_asset_job(
-    "benchmark_job", selection=dg.AssetSelection.groups(benchmark_assets.GROUP),
-    description="Release → entities → QA → images → validated QA → splits.",
+# The main job, stage by stage: each stage is one job, partitioned as its assets are.
+STAGES = (
+    dg.define_asset_job("benchmark_job", selection=dg.AssetSelection.groups(benchmark_assets.GROUP),
+                        description="Release → entities → QA → images → validated QA → splits."),
+    dg.define_asset_job("base_model_job", selection=dg.AssetSelection.groups(model_assets.GROUP),
+                        partitions_def=model_partitions,
+                        description="One base model (a partition) registered in MLflow, and what it knows."),
+    dg.define_asset_job("unlearning_job", selection=dg.AssetSelection.assets(unlearning_assets.unlearning_sequence),
+                        partitions_def=method_and_model,
+                        description="One baseline method over the task sequence on one base model."),
+    dg.define_asset_job("lumoe_expert_job", selection=dg.AssetSelection.assets(lumoe_assets.lumoe_experts),
+                        partitions_def=model_and_request,
+                        description="The LoRA expert of one request on one base model, registered in MLflow."),
+    dg.define_asset_job("lumoe_job", selection=dg.AssetSelection.assets(lumoe_assets.lumoe_sequence),
+                        partitions_def=model_partitions,
+                        description="LUMoE over every registered request on one base model."),
+    dg.define_asset_job("report_job", selection=dg.AssetSelection.assets(evaluation_assets.report),
+                        description="The leaderboard, heatmaps and curves over the newest run of every method."),
 )
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets,
-                                             evaluation_assets]),
-    jobs=[benchmark_job],
+                                        evaluation_assets]),
+    jobs=list(STAGES),
     sensors=[
         new_base_models,
         unlearning_requests,
@@ -41,33 +53,5 @@ defs = dg.Definitions(
                                                default_status=dg.DefaultSensorStatus.RUNNING),
     ],
     schedules=[nightly_reevaluation],
-    resources={
-        "benchmark": BenchmarkSettings(
-            profile=setting("MLU_PROFILE", "mini"),
-            data_dir=data_dir,
-            cache_dir=setting("MLU_CACHE_DIR", str(paths.default_cache_dir())),
-            mlubench_path=setting("MLU_MLUBENCH_PATH", None),
-            upstream_url=setting("MLU_MLUBENCH_UPSTREAM", BenchmarkSettings.model_fields["upstream_url"].default),
-            images_dir=setting("MLU_IMAGES_DIR", None),
-        ),
-        "models": ModelSettings(base_model_path=setting("MLU_BASE_MODEL", None),
-                                models_dir=setting("MLU_BASE_MODELS_DIR", ModelSettings.model_fields["models_dir"].default)),
-        "judge": JudgeSettings(
-            backend=setting("MLU_JUDGE", "local"),
-            model=setting("MLU_JUDGE_MODEL", "gpt-4o"),
-            base_url=setting("OPENAI_BASE_URL", None),
-            api_key=setting("OPENAI_API_KEY", None),
-            cache_url=setting("MLU_API_CACHE_URL", None),
-        ),
-        "routing": RouterSettings(
-            backend=setting("MLU_ROUTER", "local"),
-            requests_dir=setting("MLU_REQUESTS_DIR", RouterSettings.model_fields["requests_dir"].default),
-            model=setting("MLU_ROUTER_MODEL", "gpt-4o"),
-            base_url=setting("OPENAI_BASE_URL", None),
-            api_key=setting("OPENAI_API_KEY", None),
-            cache_url=setting("MLU_API_CACHE_URL", None),
-        ),
-        "mlflow": MLflowTracking(tracking_uri=setting("MLFLOW_TRACKING_URI", paths.default_tracking_uri())),
-        "io_manager": TableIOManager(base_dir=data_dir),
-    },
+    resources=build_resources(),
 )

@@ -1,17 +1,57 @@
-"""Where asset values live: tables as Parquet, small records as JSON, under MLU_DATA_DIR/tables.
+"""Where asset values live: tables as Parquet, typed values (the small dataclasses of
+mlu_training: a base model, an expert, a sequence's summary, the report) as JSON, under
+MLU_DATA_DIR/tables.
 
-Files are written to a temporary name and renamed, so a failed run never leaves half a table
-(and a reader never sees one). Models and images are files of their own; assets return paths.
+A typed value is stored as plain JSON (readable, diffable) and rebuilt on load as the class its
+producing asset declares (`-> BaseModelRef`), so downstream code reads `base_model.path`, not
+`base_model["path"]`. Files are written to a temporary name and renamed, so a failed run never
+leaves half a table (and a reader never sees one). Models and images are files of their own.
 """
 
-
-
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import dagster as dg
 
 from mlu_training.paths import atomic_write_bytes
+
+
+def to_json(value) -> bytes:
+    plain = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return json.dumps(plain, indent=1, ensure_ascii=False, default=str).encode()  # default: Path → str
+
+
+def from_json(kind, plain):
+    """`plain` (parsed JSON) as an instance of `kind` when it is a dataclass, nested ones and
+    Path fields included; anything else as it is."""
+    if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)) or not isinstance(plain, dict):
+        return plain
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for f in dataclasses.fields(kind):
+        if f.name not in plain:
+            continue  # a field added since the value was stored: its default
+        value, hint = plain[f.name], hints[f.name]
+        if hint is Path and value is not None:
+            value = Path(value)
+        elif dataclasses.is_dataclass(hint):
+            value = from_json(hint, value)
+        values[f.name] = value
+    return kind(**values)
+
+
+def _declared_type(context: dg.InputContext):
+    """The class the value is read as: the consuming asset's annotation (`base_model: BaseModelRef`),
+    else the producer's return annotation when the producer ran in the same run."""
+    kind = context.dagster_type.typing_type if context.dagster_type else None
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return kind
+    try:
+        return context.upstream_output.dagster_type.typing_type
+    except (AttributeError, dg.DagsterInvariantViolationError):  # the producer is not part of this run
+        return None
 
 
 class TableIOManager(dg.ConfigurableIOManager):
@@ -38,7 +78,7 @@ class TableIOManager(dg.ConfigurableIOManager):
             atomic_write_bytes(stem.with_suffix(".parquet"), buf.getvalue())
             context.add_output_metadata({"path": dg.MetadataValue.path(str(stem.with_suffix(".parquet")))})
         else:
-            atomic_write_bytes(stem.with_suffix(".json"), json.dumps(obj, indent=1, ensure_ascii=False).encode())
+            atomic_write_bytes(stem.with_suffix(".json"), to_json(obj))
 
     def load_input(self, context: dg.InputContext):
         import pandas as pd
@@ -47,5 +87,5 @@ class TableIOManager(dg.ConfigurableIOManager):
         if stem.with_suffix(".parquet").is_file():
             return pd.read_parquet(stem.with_suffix(".parquet"))
         if stem.with_suffix(".json").is_file():
-            return json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+            return from_json(_declared_type(context), json.loads(stem.with_suffix(".json").read_text(encoding="utf-8")))
         raise FileNotFoundError(f"{context.asset_key.to_user_string()} has no stored value under {stem}; materialize it first")

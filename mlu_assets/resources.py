@@ -1,14 +1,19 @@
-"""Resources: the benchmark's settings and MLflow. Each is a ConfigurableResource fed by EnvVar
-(see settings.py); the plain logic they configure lives in mlu_training."""
+"""Resources: the benchmark's settings, the base models, the judge, the router and MLflow. Each is
+a ConfigurableResource; `build_resources` makes all of them from the settings table (settings.py),
+for the definitions, the CLI and the tests alike. The logic they configure lives in mlu_training."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from mlu_training import paths
 from mlu_training.data.release import UPSTREAM_BASE_URL
+
+from .settings import resource_fields
 
 
 class BenchmarkSettings(dg.ConfigurableResource):
@@ -37,12 +42,26 @@ class BenchmarkSettings(dg.ConfigurableResource):
 
         return get_profile(self.profile)
 
+    def path(self, *parts: str) -> Path:
+        """A place under MLU_DATA_DIR."""
+        return Path(self.data_dir, *parts)
+
 
 class MLflowTracking(dg.ConfigurableResource):
-    """MLflow tracking and model registry (same URI). Default: SQLite under the project."""
+    """MLflow tracking and model registry (same URI). Default: SQLite under the project. Assets
+    use its store: runs, curves and the registry (mlu_training.mlflow_store.MlflowStore)."""
 
     tracking_uri: str = paths.default_tracking_uri()  # MLFLOW_TRACKING_URI
     experiment: str = "mlubench"
+    _store = PrivateAttr(default=None)
+
+    def store(self):
+        """The run's one MlflowStore (one client for every call of the run)."""
+        if self._store is None:
+            from mlu_training.mlflow_store import MlflowStore
+
+            self._store = MlflowStore(self.tracking_uri, self.experiment)
+        return self._store
 
 
 class JudgeSettings(dg.ConfigurableResource):
@@ -117,3 +136,20 @@ class RouterSettings(dg.ConfigurableResource):
 
             return lambda vlm, registry: OracleRouter(registry)
         raise ValueError(f"MLU_ROUTER={self.backend!r}: choose local, openai or oracle")
+
+
+RESOURCE_TYPES = {"benchmark": BenchmarkSettings, "models": ModelSettings, "judge": JudgeSettings,
+                  "routing": RouterSettings, "mlflow": MLflowTracking}
+
+
+def build_resources(overrides: dict[str, dict] | None = None, environ: typing.Mapping[str, str] | None = None) -> dict:
+    """Every resource (and the IO manager) from the settings: the environment's values as EnvVars,
+    else the defaults; `overrides` ({"benchmark": {"profile": "tiny"}, …}) win, as tests use them."""
+    from .io import TableIOManager
+
+    overrides = overrides or {}
+    resources = {key: cls(**{**resource_fields(key, environ), **overrides.get(key, {})})
+                 for key, cls in RESOURCE_TYPES.items()}
+    data_dir = overrides.get("benchmark", {}).get("data_dir") or resource_fields("benchmark", environ)["data_dir"]
+    resources["io_manager"] = TableIOManager(base_dir=data_dir)
+    return resources

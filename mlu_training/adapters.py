@@ -3,19 +3,43 @@ it into the backbone) and by LUMoE (which keeps it apart, as an expert)."""
 
 from __future__ import annotations
 
-import pandas as pd
-import torch
+from dataclasses import asdict, dataclass
 
-from .judge import FORGET, RETAIN
-from .lora import attach_lora, param_groups
-from .methods.base import StepBatches
+import pandas as pd
+
+from .benchmark import FORGET, RETAIN
 from .texts import REFUSAL_ANSWER
 
 
-def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config, seed: int, load_image):
+@dataclass(frozen=True)
+class AdapterTraining:
+    """How one LoRA adapter is trained, whatever the method: the baselines' steps and LUMoE's
+    experts share this (each with its own defaults); a method's own hyperparameters are its Args.
+    The rates suit the tiny model; for LLaVA-7B use the paper's (projector 1e-5, vision 2e-6)."""
+
+    steps: int = 20  # optimisation steps per task
+    batch_size: int = 8
+    lr: float = 3e-4  # language-model LoRA (the tiny model; GA at this rate collapses gradually, as in the paper)
+    projector_lr: float = 1e-3
+    vision_lr: float = 1e-4
+    lora_rank: int = 32  # the paper's rank and alpha
+    lora_alpha: int = 32
+    targets: str = "language"  # language | projector | vision_tower | vision | both
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: AdapterTraining, seed: int, load_image):
     """A fresh adapter on `vlm.model`, trained on the task's forget rows (and retain rows, for
     methods that use them) with their images; returns (the peft model, the loss of each step).
     `vlm.model` is the peft model afterwards, in eval mode."""
+    import torch
+
+    from .lora import attach_lora, param_groups
+    from .methods.base import StepBatches
+
     rows = train_items[train_items["task"] == task]
     forget = rows[rows["role"] == FORGET].reset_index(drop=True)
     retain = rows[rows["role"] == RETAIN].reset_index(drop=True)

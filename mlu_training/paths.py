@@ -46,3 +46,12 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(payload)
     os.replace(tmp, path)
+
+
+def find_folder_with(root: str | Path, filename: str) -> Path:
+    """The shallowest folder under `root` that holds `filename` (an adapter or a checkpoint inside
+    a downloaded MLflow model)."""
+    hits = sorted(Path(root).rglob(filename), key=lambda p: len(p.parts))
+    if not hits:
+        raise FileNotFoundError(f"no {filename} under {root}")
+    return hits[0].parent

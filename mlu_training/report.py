@@ -1,10 +1,23 @@
-"""Figures and tables people look at: X-UY heatmaps, degradation curves, markdown tables."""
+"""Figures and tables people look at: X-UY heatmaps, degradation curves, markdown tables, the
+leaderboard and the HTML report, built from the sequences' MLflow runs (names: sequences.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from .sequences import KINDS, SEQUENCE_RUN_KINDS, final_values, matrix_from_metrics, parse_order, stability_metric
+
+
+@dataclass(frozen=True)
+class Report:
+    """The value of the `report` asset."""
+
+    html: str  # the self-contained page
+    leaderboard: list[dict]  # one row per method (and base model)
+    mlflow_run_id: str
 
 
 def _pyplot():
@@ -43,34 +56,20 @@ def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
     return table.reset_index(names="task").to_markdown(index=False)
 
 
-def collect_runs(tracking_uri: str, experiment: str, profile: str) -> dict[str, dict]:
+def collect_runs(store, profile: str) -> dict[str, dict]:
     """The newest finished sequence run of each method (baselines and LUMoE) on each base model
     for the profile, labelled by method (and base model, when there are several)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    runs = client.search_runs([exp.experiment_id], f"tags.`mlu.profile` = '{profile}' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"])
     newest: dict[tuple[str, str], dict] = {}
-    for run in runs:
+    for run in store.search_runs({"mlu.profile": profile}):
         tags = run.data.tags
         key = (tags.get("mlu.model", ""), tags.get("mlu.method", ""))
-        if tags.get("mlu.kind") not in ("unlearning_sequence", "lumoe_sequence") or key in newest:
+        if tags.get("mlu.kind") not in SEQUENCE_RUN_KINDS or key in newest:
             continue
         order = tags["mlu.order"]
-        tasks = order.split(",") if "," in order else list(order)
-        newest[key] = {"run_id": run.info.run_id, "model": key[0], "method": key[1], "order": order, "tasks": tasks,
-                       "metrics": run.data.metrics}
+        newest[key] = {"run_id": run.info.run_id, "model": key[0], "method": key[1], "order": order,
+                       "tasks": parse_order(order), "metrics": run.data.metrics}
     several = len({model for model, _ in newest}) > 1
     return {(f"{method} on {model}" if several else method): run for (model, method), run in sorted(newest.items())}
-
-
-def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str]) -> pd.DataFrame:
-    table = {f"U{y}": {x: metrics.get(f"{kind}/{x}-U{y}") for x in tasks} for y in tasks}
-    return pd.DataFrame(table).reindex(tasks)
 
 
 def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
@@ -81,11 +80,11 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
         fq = matrix_from_metrics(run["metrics"], "forget_quality", run["tasks"])[f"U{last}"].dropna()
         ut = matrix_from_metrics(run["metrics"], "utility", run["tasks"])[f"U{last}"].dropna()
         m = run["metrics"]
-        precision = [v for k, v in m.items() if k.startswith("router/precision/") and k.endswith(f"-U{last}")]
-        recall = [v for k, v in m.items() if k.startswith("router/recall/") and k.endswith(f"-U{last}")]
+        precision = final_values(m, "router/precision", run["tasks"])
+        recall = final_values(m, "router/recall", run["tasks"])
         rows.append({"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
                      "forget quality": fq.mean() if len(fq) else None, "utility": ut.mean() if len(ut) else None,
-                     "drift FQ": m.get("stability/forget_quality"), "drift utility": m.get("stability/utility"),
+                     "drift FQ": m.get(stability_metric("forget_quality")), "drift utility": m.get(stability_metric("utility")),
                      "router prec.": sum(precision) / len(precision) if precision else None,
                      "router recall": sum(recall) / len(recall) if recall else None})
     board = pd.DataFrame(rows)
@@ -128,11 +127,11 @@ def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
     board = leaderboard(runs)
     figures: list[tuple[str, Path]] = []
     first = next(iter(runs.values()))["tasks"][0] if runs else "A"
-    for kind in ("forget_quality", "utility"):
+    for kind in KINDS:
         figures.append((f"Degradation of task {first}: {kind.replace('_', ' ')}",
                         degradation_png(runs, kind, first, out_dir / f"degradation_{kind}_{first}.png")))
     for method, run in sorted(runs.items()):
-        for kind in ("forget_quality", "utility"):
+        for kind in KINDS:
             figures.append((f"{method}: {kind.replace('_', ' ')} X-UY",
                             heatmap_png(matrix_from_metrics(run["metrics"], kind, run["tasks"]),
                                         f"{method} {kind.replace('_', ' ')} (X-UY)", out_dir / f"{method.replace(' ', '_')}_{kind}.png")))
@@ -152,3 +151,20 @@ after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_
 
     atomic_write_bytes(html_path, page.encode())
     return {"leaderboard": board, "html": html_path, "figures": [p for _, p in figures]}
+
+
+def publish_report(store, profile: str, out_dir: Path):
+    """(Report, leaderboard, figure paths) over the newest run of every method for the profile,
+    the page and figures logged in an MLflow run of their own; None when there is no run yet."""
+    import mlflow
+
+    runs = collect_runs(store, profile)
+    if not runs:
+        return None
+    built = build_report(runs, out_dir)
+    with store.start_run(f"report-{profile}", {"mlu.kind": "report", "mlu.profile": profile}) as run:
+        mlflow.log_artifact(str(built["html"]), "report")
+        for figure in built["figures"]:
+            mlflow.log_artifact(str(figure), "report/figures")
+    board = built["leaderboard"]
+    return Report(str(built["html"]), board.to_dict("records"), run.info.run_id), board, built["figures"]

@@ -145,7 +145,7 @@ def tiny_world(official_tree, tmp_path_factory):
     qa = build_qa_pairs(train + evaluation, QuestionBook.from_release(official_tree, CLASSES), catalog)
     splits = build_splits(qa, catalog, get_profile("tiny"))
     crawls = build_raw_crawls(splits["image"].tolist(), tmp_path_factory.mktemp("images"), size=32)
-    return {"catalog": catalog, "splits": splits, "crawls": crawls, "digest": splits_digest(splits),
+    return {"catalog": catalog, "qa": qa, "splits": splits, "crawls": crawls, "digest": splits_digest(splits),
             "load_image": image_loader(crawls)}
 
 
@@ -157,3 +157,73 @@ def tiny_base(tiny_world, tmp_path_factory):
 
     return build_base_model(tiny_world["splits"], tiny_world["load_image"], tiny_world["digest"],
                             tmp_path_factory.mktemp("models"), sft=SFTConfig(steps=120, batch_size=16))
+
+
+def test_resources(tmp_path: Path, profile: str = "tiny", **overrides: dict) -> dict:
+    """Every resource for a test, built the way the definitions build them (build_resources), with
+    the stores and folders under `tmp_path`, the release from ../shared and no download."""
+    from mlu_assets.resources import build_resources
+
+    base = {
+        "benchmark": {"profile": profile, "data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"),
+                      "shared_release_dir": str(SHARED), "upstream_url": None, "mlubench_path": None, "images_dir": None},
+        "models": {"models_dir": str(tmp_path / "base_models"), "base_model_path": None},
+        "routing": {"requests_dir": str(tmp_path / "requests")},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow/mlflow.db"},
+    }
+    for key, values in overrides.items():
+        base[key] = {**base.get(key, {}), **values}
+    return build_resources(base, environ={})
+
+
+test_resources.__test__ = False  # a helper, not a test
+
+
+def register_like_a_user(tracking_uri: str, checkpoint_dir: str) -> str:
+    """Register a checkpoint as a new version of mlu-base-model with plain MLflow, the way the
+    README tells a user to (mlu's own code is not involved); returns the version."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_name="someone-else") as run:
+        mlflow.log_artifacts(checkpoint_dir, "checkpoint")
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.create_registered_model("mlu-base-model")
+    except mlflow.exceptions.MlflowException:
+        pass  # it exists already
+    return str(client.create_model_version("mlu-base-model", f"{run.info.artifact_uri}/checkpoint", run.info.run_id).version)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_world, tiny_base, tmp_path_factory):
+    """A data folder and an MLflow store as `make run` leaves them, on the tiny profile: the tables,
+    the base model `tiny` registered, its knowledge filter (here: every evaluation item), and the
+    experts of tasks A and B registered with their aliases. Read-only for the tests that use it."""
+    from mlu_assets.io import to_json
+    from mlu_training.adapters import AdapterTraining
+    from mlu_training.lumoe.experts import ExpertConfig, train_expert
+    from mlu_training.lumoe.registry import register_expert
+    from mlu_training.mlflow_store import MlflowStore
+    from mlu_training.models.registry import provide_base_model
+    from mlu_training.models.sources import ModelSource
+
+    root = tmp_path_factory.mktemp("finished-run")
+    tables = root / "data" / "tables"
+    (tables / "base_model").mkdir(parents=True)
+    (tables / "knowledge_filter").mkdir()
+    splits = tiny_world["splits"]
+    splits.to_parquet(tables / "benchmark_splits.parquet")
+    tiny_world["crawls"].to_parquet(tables / "raw_crawls.parquet")
+    splits[splits["split"] == "eval"].to_parquet(tables / "knowledge_filter" / "tiny.parquet")
+    store = MlflowStore(f"sqlite:///{root}/mlflow/mlflow.db")
+    base = provide_base_model(ModelSource("tiny", "tiny"), store, tiny_world["digest"], "tiny", root / "registry",
+                              teach_tiny=lambda: tiny_base, tiny_params={})
+    (tables / "base_model" / "tiny.json").write_bytes(to_json(base))
+    train = splits[splits["split"] == "train"]
+    config = ExpertConfig(training=AdapterTraining(steps=2))
+    for task in ("A", "B"):
+        rows = train[(train["task"] == task) & (train["role"] == "forget")]
+        expert = train_expert(base.path, base.key, task, rows, config, root / "experts", tiny_world["load_image"])
+        register_expert(store, expert, base, config.params(), f"task-{task}")
+    return {"data_dir": root / "data", "tracking_uri": store.tracking_uri, "base": base}

@@ -7,27 +7,18 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import pytest
-from conftest import SHARED, edit_json, make_release_copy
+from conftest import edit_json, make_release_copy, test_resources
 from PIL import Image
 
 from mlu_assets.benchmark import assets as benchmark_assets
-from mlu_assets.io import TableIOManager
-from mlu_assets.resources import BenchmarkSettings, MLflowTracking
 
 ORDER = ["mlubench_release", "entity_catalog", "qa_pairs", "raw_crawls", "validated_qa_pairs", "benchmark_splits"]
 
 
 def materialize(tmp_path: Path, mlubench_path=None, images_dir=None, selection=None, cache=None):
-    data = tmp_path / "data"
-    resources = {
-        "benchmark": BenchmarkSettings(
-            profile="tiny", data_dir=str(data), cache_dir=str(cache or tmp_path / "cache"),
-            mlubench_path=str(mlubench_path) if mlubench_path else None,
-            shared_release_dir=str(SHARED), upstream_url=None,
-            images_dir=str(images_dir) if images_dir else None),
-        "mlflow": MLflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow/mlflow.db"),
-        "io_manager": TableIOManager(base_dir=str(data)),
-    }
+    resources = test_resources(tmp_path, benchmark={
+        "cache_dir": str(cache or tmp_path / "cache"), "mlubench_path": str(mlubench_path) if mlubench_path else None,
+        "images_dir": str(images_dir) if images_dir else None})
     return dg.materialize(
         dg.load_assets_from_modules([benchmark_assets]), resources=resources, selection=selection,
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from mlu_training.judge import LocalJudge
-from mlu_training.lifelong import SequenceResult, UnlearningConfig, run_sequence
+from mlu_training.adapters import AdapterTraining
+from mlu_training.lifelong import UnlearningConfig, run_sequence
+from mlu_training.sequences import SequenceResult
 from mlu_training.lora import attach_lora
 from mlu_training.models.vlm import VisionLanguageModel
 
-CONFIG = UnlearningConfig(method="gd", order="BA", steps=2, batch_size=4, lr=1e-3)
+CONFIG = UnlearningConfig(method="gd", order="BA", training=AdapterTraining(steps=2, batch_size=4, lr=1e-3))
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,20 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
-from conftest import SHARED
+from conftest import test_resources
 
 from mlu_training.judge.local import is_refusal
+from mlu_training.adapters import AdapterTraining
 from mlu_training.lumoe.experts import ExpertConfig, train_expert
 from mlu_training.lumoe.mixture import ExpertMixture
-from mlu_training.lumoe.requests import RequestRejected, read_request, request_rows, write_request
+from mlu_training.lumoe.requests import RequestRejected, UnlearningRequest, read_request, request_rows, write_request
+from mlu_training.profiles import get_profile
 from mlu_training.router import Registry, router_quality
 from mlu_training.router.local import LocalRouter
 from mlu_training.router.oracle import OracleRouter
+
+
+EXPERT_30_STEPS = ExpertConfig(training=AdapterTraining(steps=30, lr=1e-3))  # an expert's rate, its default steps
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def experts(tiny_base, tiny_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("experts")
     return {task: train_expert(str(tiny_base.path), tiny_base.key, task,
                                train[(train["task"] == task) & (train["role"] == "forget")],
-                               ExpertConfig(steps=30), out, tiny_world["load_image"]) for task in ("A", "B")}
+                               EXPERT_30_STEPS, out, tiny_world["load_image"]) for task in ("A", "B")}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,7 @@ def test_an_expert_refuses_its_forget_questions_and_the_base_model_does_not(tiny
     assert not any(map(is_refusal, without))
     assert experts["A"].entities == sorted(forget_a["entity_id"].unique())
     again = train_expert(str(tiny_base.path), tiny_base.key, "A", tiny_world["splits"].pipe(
-        lambda s: s[(s["split"] == "train") & (s["task"] == "A") & (s["role"] == "forget")]), ExpertConfig(steps=30),
+        lambda s: s[(s["split"] == "train") & (s["task"] == "A") & (s["role"] == "forget")]), EXPERT_30_STEPS,
         experts["A"].path.parent, tiny_world["load_image"])
     assert again.reused and again.path == experts["A"].path
 
@@ -121,17 +126,26 @@ def test_requests_are_checked_against_the_catalog(tmp_path, tiny_world):
         read_request(tmp_path / "req-6.json", catalog)
 
 
+def test_a_request_takes_the_same_pictures_of_an_entity_as_the_profile(tiny_world):
+    """One capping rule: a request for a benchmark entity trains on the images the profile's
+    splits chose for it (once, they were picked by two different rules)."""
+    qa, splits = tiny_world["qa"], tiny_world["splits"]
+    train = splits[splits["split"] == "train"]
+    for entity in sorted(train["entity_id"].unique()):
+        request = UnlearningRequest("req", [entity])
+        rows = request_rows(request, qa, get_profile("tiny").max_train_images_per_entity)
+        assert set(rows["image"]) == set(train.loc[train["entity_id"] == entity, "image"]), entity
+
+
 def test_the_request_sensor_keeps_a_cursor_and_rejects_with_a_reason(tmp_path, tiny_world):
     from mlu_assets.lumoe.sensors import unlearning_requests
-    from mlu_assets.resources import BenchmarkSettings, RouterSettings
 
     data, requests = tmp_path / "data", tmp_path / "requests"
     (data / "tables").mkdir(parents=True)
     tiny_world["catalog"].to_parquet(data / "tables" / "entity_catalog.parquet")
     write_request(requests, "forget-lisa", ["Lisa Su"])
     write_request(requests, "typo", ["Taylr Swfit"])
-    resources = {"benchmark": BenchmarkSettings(data_dir=str(data), shared_release_dir=str(SHARED)),
-                 "routing": RouterSettings(requests_dir=str(requests))}
+    resources = test_resources(tmp_path)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_models", ["tiny", "other"])
         first = unlearning_requests(dg.build_sensor_context(instance=instance, resources=resources))

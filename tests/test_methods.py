@@ -72,6 +72,19 @@ def test_registry():
         get_method("xyz")
 
 
+def test_each_method_declares_its_own_arguments():
+    from mlu_training.methods import resolved_args
+
+    assert {name: resolved_args(name) for name in METHODS} == {
+        "ga": {}, "gd": {"retain_weight": 1.0}, "kl": {"retain_weight": 1.0}, "npo": {"beta": 0.1}, "idk": {},
+        "po": {"beta": 0.1, "refusal_weight": 1.0}}
+    assert get_method("npo", {"beta": 0.5}).args.beta == 0.5 and get_method("npo").args.beta == 0.1
+    with pytest.raises(ValueError, match="method 'ga' takes no argument 'beta'; its arguments: none"):
+        get_method("ga", {"beta": 0.5})
+    with pytest.raises(ValueError, match="'npo' takes no argument 'retain_weight'; its arguments: beta"):
+        get_method("npo", {"retain_weight": 2.0})
+
+
 def test_answer_nll_is_transformers_cross_entropy(setup):
     vlm, batches = setup
     b = batches().forget
@@ -112,7 +125,7 @@ def test_kl_is_zero_at_the_reference_and_grows(setup):
 def test_npo(setup):
     vlm, batches = setup
     b = batches()
-    method = get_method("npo", beta=0.1)
+    method = get_method("npo", {"beta": 0.1})
     before = seq_logp(vlm.model, b.forget)
     assert sgd_step(vlm, method, b) == pytest.approx((2 / 0.1) * math.log(2), rel=1e-5)  # log ratio 0
     assert (seq_logp(vlm.model, b.forget) < before).all()
@@ -130,8 +143,8 @@ def test_po_is_dpo_plus_the_refusal_nll(setup):
     vlm, batches = setup
     b = batches()
     refusal_nll = nll(vlm.model, b.refusal)
-    assert get_method("po", beta=0.1, refusal_weight=0.0).loss(vlm.model, b)[0].item() == pytest.approx(math.log(2), rel=1e-5)
-    method = get_method("po", beta=0.1)
+    assert get_method("po", {"beta": 0.1, "refusal_weight": 0.0}).loss(vlm.model, b)[0].item() == pytest.approx(math.log(2), rel=1e-5)
+    method = get_method("po", {"beta": 0.1})
     assert sgd_step(vlm, method, b, lr=2e-2) == pytest.approx(math.log(2) + refusal_nll, rel=1e-5)  # no margin yet
     _, parts = method.loss(vlm.model, b)
     assert parts["margin"] > 0  # the refusal gained on the true answer, against the reference

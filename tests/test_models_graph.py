@@ -10,19 +10,16 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import pandas as pd
-from conftest import SHARED
+from conftest import register_like_a_user, test_resources
 
 from mlu_assets.benchmark import assets as benchmark_assets
-from mlu_assets.io import TableIOManager
 from mlu_assets.models import assets as model_assets
 from mlu_assets.lumoe import assets as lumoe_assets
 from mlu_assets.models.sensors import new_base_models
-from mlu_assets.resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from mlu_assets.unlearning import assets as unlearning_assets
 from mlu_training.data.splits import splits_digest
 from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
-from mlu_training.tracking import register_checkpoint
 
 RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": 40, "batch_size": 16}}}}
 GA_ON_TINY = dg.MultiPartitionKey({"method": "ga", "model": "tiny"})
@@ -30,13 +27,7 @@ GA_ON_TINY = dg.MultiPartitionKey({"method": "ga", "model": "tiny"})
 
 def test_base_model_and_knowledge_filter(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    resources = {
-        "benchmark": BenchmarkSettings(profile="tiny", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
-                                       shared_release_dir=str(SHARED), upstream_url=None),
-        "models": ModelSettings(models_dir=str(tmp_path / "base_models")), "judge": JudgeSettings(), "mlflow": MLflowTracking(tracking_uri=uri),
-        "routing": RouterSettings(requests_dir=str(tmp_path / "requests")),
-        "io_manager": TableIOManager(base_dir=str(tmp_path / "data")),
-    }
+    resources = test_resources(tmp_path)
     assets = dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets])
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_models", ["tiny"])
@@ -48,15 +39,15 @@ def test_base_model_and_knowledge_filter(tmp_path):
 
     base = result.output_for_node("base_model")
     splits = benchmark.output_for_node("benchmark_splits")
-    assert base["source"] == "tiny" and base["version"] == "1" and base["model_uri"] == "models:/mlu-base-model/1"
-    assert base["name"] == "tiny"
+    assert base.source == "tiny" and base.version == "1" and base.model_uri == "models:/mlu-base-model/1"
+    assert base.name == "tiny"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("mlu-base-model", "1")
     assert version.tags["mlu.profile"] == "tiny" and version.tags["mlu.model_partition"] == "tiny"
     assert version.tags["mlu.data_digest"] == splits_digest(splits)
-    assert int(version.tags["mlu.num_parameters"]) == base["num_parameters"]
-    assert float(version.tags["mlu.train_loss"]) == round(base["train_loss"], 4)
-    assert len(client.get_metric_history(base["run_id"], "train/loss")) == 40
+    assert int(version.tags["mlu.num_parameters"]) == base.num_parameters
+    assert float(version.tags["mlu.train_loss"]) == round(base.train_loss, 4)
+    assert len(client.get_metric_history(base.run_id, "train/loss")) == 40
 
     # The registered model loads back from the registry and answers like the checkpoint.
     items = splits[splits["split"] == "eval"].head(4)
@@ -65,7 +56,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
     mlflow.set_registry_uri(uri)
     mlflow.set_tracking_uri(uri)
     from_registry = mlflow.pyfunc.load_model("models:/mlu-base-model/1").predict(frame)
-    direct = VisionLanguageModel.load(base["path"])
+    direct = VisionLanguageModel.load(base.path)
     from PIL import Image
     assert list(from_registry) == direct.generate([Image.open(f).convert("RGB") for f in frame["image"]],
                                                   frame["question"].tolist())
@@ -86,17 +77,17 @@ def test_base_model_and_knowledge_filter(tmp_path):
                            selection=["base_model"], partition_key="tiny")
     assert again.success
     assert again.asset_materializations_for_node("base_model")[0].metadata["reused"].value is True
-    assert again.output_for_node("base_model")["version"] == "1"
+    assert again.output_for_node("base_model").version == "1"
     assert len(client.search_model_versions("name = 'mlu-base-model'")) == 1
 
     # Stage 3: one baseline over a two-task sequence, from the same stores.
-    config = {"ops": {"unlearning_sequence": {"config": {"order": "BA", "steps": 2, "batch_size": 4}}}}
+    config = {"ops": {"unlearning_sequence": {"config": {"order": "BA", "training": {"steps": 2, "batch_size": 4}}}}}
     seq = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
                          selection=["unlearning_sequence"], partition_key=GA_ON_TINY)
     assert seq.success
     value = seq.output_for_node("unlearning_sequence")
-    assert value["method"] == "ga" and value["order"] == "BA"
-    run = client.get_run(value["run_id"])
+    assert value.method == "ga" and value.order == "BA"
+    run = client.get_run(value.run_id)
     assert run.data.tags["mlu.method"] == "ga" and run.data.tags["mlu.order"] == "BA"
     assert run.data.tags["mlu.profile"] == "tiny" and run.data.tags["mlu.base_model"] == "models:/mlu-base-model/1"
     assert run.data.tags["mlu.model"] == "tiny"
@@ -108,10 +99,10 @@ def test_base_model_and_knowledge_filter(tmp_path):
         assert logged == expected and f"stability/{kind}" in run.data.metrics
         for name in logged:
             x, y = name.split("/")[1].split("-")
-            assert run.data.metrics[name] == value[kind][y][x] and 0.0 <= run.data.metrics[name] <= 1.0
-    assert len(client.get_metric_history(value["run_id"], "train/loss/UB")) == 2
-    artifacts = {a.path for a in client.list_artifacts(value["run_id"], "heatmaps")} | \
-                {a.path for a in client.list_artifacts(value["run_id"], "answers")}
+            assert run.data.metrics[name] == getattr(value, kind)[y][x] and 0.0 <= run.data.metrics[name] <= 1.0
+    assert len(client.get_metric_history(value.run_id, "train/loss/UB")) == 2
+    artifacts = {a.path for a in client.list_artifacts(value.run_id, "heatmaps")} | \
+                {a.path for a in client.list_artifacts(value.run_id, "answers")}
     assert artifacts == {"heatmaps/forget_quality_heatmap.png", "heatmaps/utility_heatmap.png", "answers/answers.jsonl"}
     assert "OPENAI_API_KEY" not in str(run.data.params) + str(run.data.tags)
     meta = seq.asset_materializations_for_node("unlearning_sequence")[0].metadata
@@ -119,7 +110,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
     # The same sequence again: read back, not retrained, and the MLflow run is not duplicated.
     again = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
                            selection=["unlearning_sequence"], partition_key=GA_ON_TINY)
-    assert again.output_for_node("unlearning_sequence")["run_id"] == value["run_id"]
+    assert again.output_for_node("unlearning_sequence").run_id == value.run_id
     assert again.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value == 2
 
     # Stage 4: LUMoE experts for two requests, registered, loaded back; the sequence over them.
@@ -142,8 +133,8 @@ def test_base_model_and_knowledge_filter(tmp_path):
                            partition_key="tiny")
     assert lumoe.success
     value = lumoe.output_for_node("lumoe_sequence")
-    assert value["tasks"] == ["A", "B"] and value["order"] == "AB"
-    run = client.get_run(value["run_id"])
+    assert value.method == "lumoe" and value.order == "AB" and [r["after"] for r in value.router] == ["A", "B"]
+    run = client.get_run(value.run_id)
     assert run.data.tags["mlu.method"] == "lumoe" and run.data.tags["mlu.router"] == "local"
     assert "stability/forget_quality" in run.data.metrics and "router/accuracy/UB" in run.data.metrics
     assert "router/retain_to_expert_rate/UB" in run.data.metrics
@@ -151,21 +142,20 @@ def test_base_model_and_knowledge_filter(tmp_path):
     # Nothing changed: the finished sequence is read back, not run nor logged again.
     lumoe_again = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
                                  partition_key="tiny")
-    assert lumoe_again.output_for_node("lumoe_sequence")["run_id"] == value["run_id"]
+    assert lumoe_again.output_for_node("lumoe_sequence").run_id == value.run_id
     assert lumoe_again.asset_materializations_for_node("lumoe_sequence")[0].metadata["reused"].value is True
-    assert lumoe_again.output_for_node("lumoe_sequence")["forget_quality"] == value["forget_quality"]
+    assert lumoe_again.output_for_node("lumoe_sequence").forget_quality == value.forget_quality
     # Its MLflow run deleted: logged again from what was kept, not computed again.
-    client.delete_run(value["run_id"])
+    client.delete_run(value.run_id)
     relogged = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
                               partition_key="tiny")
     assert relogged.asset_materializations_for_node("lumoe_sequence")[0].metadata["reused"].value is True
-    new_run = client.get_run(relogged.output_for_node("lumoe_sequence")["run_id"])
-    assert new_run.info.run_id != value["run_id"] and new_run.data.metrics == client.get_run(value["run_id"]).data.metrics
+    new_run = client.get_run(relogged.output_for_node("lumoe_sequence").run_id)
+    assert new_run.info.run_id != value.run_id and new_run.data.metrics == client.get_run(value.run_id).data.metrics
 
     # Stage 5: someone registers another base model; the sensor makes it a partition, which is
     # adopted (not registered twice) and has its own knowledge filter and experts.
-    other = register_checkpoint(uri, "mlu-base-model", base["path"], "someone-else", {}, {}, {}, {})
-    assert other["version"] == "2"
+    assert register_like_a_user(uri, base.path) == "2"
     tick = new_base_models(dg.build_sensor_context(instance=instance, resources=resources))
     [add] = tick.dynamic_partitions_requests
     assert add.partition_keys == ["mlu-base-model-v2"] and not tick.run_requests
@@ -173,7 +163,7 @@ def test_base_model_and_knowledge_filter(tmp_path):
     second = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
                             selection=dg.AssetSelection.groups("models"), partition_key="mlu-base-model-v2")
     adopted = second.output_for_node("base_model")
-    assert adopted["source"] == "registry" and adopted["model_uri"] == "models:/mlu-base-model/2"
+    assert adopted.source == "registry" and adopted.model_uri == "models:/mlu-base-model/2"
     assert client.get_model_version("mlu-base-model", "2").tags["mlu.model_partition"] == "mlu-base-model-v2"
     assert len(client.search_model_versions("name = 'mlu-base-model'")) == 2
     # The same weights: the same answers, so the same items are known.
@@ -193,11 +183,11 @@ def test_base_model_and_knowledge_filter(tmp_path):
 
     # The same weights dropped as a folder: a base model of its own, sharing the finished work of
     # mlu-base-model-v2 but with its own MLflow run, so the report has a row for each.
-    shutil.copytree(adopted["path"], tmp_path / "base_models" / "copy-of-v2")
+    shutil.copytree(adopted.path, tmp_path / "base_models" / "copy-of-v2")
     instance.add_dynamic_partitions("base_models", ["copy-of-v2"])
     copy = dg.materialize(assets, resources=resources, instance=instance, selection=dg.AssetSelection.groups("models"),
                           partition_key="copy-of-v2")
-    assert copy.output_for_node("base_model")["key"] == adopted["key"]
+    assert copy.output_for_node("base_model").key == adopted.key
     runs = {}
     for model in ("mlu-base-model-v2", "copy-of-v2"):
         done = dg.materialize(assets, resources=resources, run_config=config, instance=instance,
@@ -206,6 +196,6 @@ def test_base_model_and_knowledge_filter(tmp_path):
         runs[model] = (done.output_for_node("unlearning_sequence"),
                        done.asset_materializations_for_node("unlearning_sequence")[0].metadata["steps_reused"].value)
     assert runs["copy-of-v2"][1] == 2  # computed once
-    assert runs["copy-of-v2"][0]["forget_quality"] == runs["mlu-base-model-v2"][0]["forget_quality"]
-    assert client.get_run(runs["copy-of-v2"][0]["run_id"]).data.tags["mlu.model"] == "copy-of-v2"
-    assert client.get_run(runs["mlu-base-model-v2"][0]["run_id"]).data.tags["mlu.model"] == "mlu-base-model-v2"
+    assert runs["copy-of-v2"][0].forget_quality == runs["mlu-base-model-v2"][0].forget_quality
+    assert client.get_run(runs["copy-of-v2"][0].run_id).data.tags["mlu.model"] == "copy-of-v2"
+    assert client.get_run(runs["mlu-base-model-v2"][0].run_id).data.tags["mlu.model"] == "mlu-base-model-v2"

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from mlu_assets.models.sensors import new_base_models, nightly_reevaluation
-from mlu_assets.resources import MLflowTracking, ModelSettings
+from conftest import test_resources
 from mlu_training.methods import METHODS
 from mlu_training.models.sources import UnknownBaseModel, folder_key, resolve
 
@@ -37,7 +37,7 @@ def _tick(instance, resources, cursor=None):
 def test_the_sensor_turns_registry_versions_and_folders_into_partitions(tmp_path, tiny_base):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     drop = tmp_path / "base_models"
-    resources = {"models": ModelSettings(models_dir=str(drop)), "mlflow": MLflowTracking(tracking_uri=uri)}
+    resources = test_resources(tmp_path, models={"models_dir": str(drop)}, mlflow={"tracking_uri": uri})
     with dg.instance_for_test() as instance:
         first, added = _tick(instance, resources)
         assert added == ["tiny"] and not first.run_requests  # the default model, nothing else yet

@@ -15,8 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlu_training.lumoe.experts import ExpertConfig, train_expert
-from mlu_training.tracking import register_checkpoint, register_expert
 
 PROJECT = Path(__file__).resolve().parent.parent
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -42,21 +40,12 @@ def wait_for(url: str, seconds: float = 120) -> None:
 
 
 @pytest.fixture
-def stores(tmp_path, tiny_base, tiny_world):
-    """A Dagster home and an MLflow store with the base model and two experts registered."""
+def stores(tmp_path, finished_run):
+    """A Dagster home, and the MLflow store of a finished run (the base model and two experts registered)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home)
-    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    base = register_checkpoint(uri, "mlu-base-model", str(tiny_base.path), "base", {}, {}, {}, {})
-    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
-    for task in ("A", "B"):
-        rows = train[(train["task"] == task) & (train["role"] == "forget")]
-        expert = train_expert(str(tiny_base.path), tiny_base.key, task, rows, ExpertConfig(steps=2), tmp_path / "experts",
-                              tiny_world["load_image"])
-        register_expert(uri, "mlu-lumoe-expert", str(expert.path), base["model_uri"], task, f"task-{task}", {},
-                        {"mlu.task": task}, {}, expert.losses)
-    return home, uri
+    return home, finished_run["tracking_uri"]
 
 
 def test_dagster_and_mlflow_uis_in_a_browser(stores, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlu_training.data.release import Release
 from mlu_training.data.validation import check_names
 
 from ..resources import BenchmarkSettings, MLflowTracking
@@ -35,7 +36,7 @@ def _release_failure(error) -> dg.Failure:
 
 
 @dg.asset(group_name=GROUP, kinds={"python"})
-def mlubench_release(context: dg.AssetExecutionContext, benchmark: BenchmarkSettings) -> dg.Output[dict]:
+def mlubench_release(context: dg.AssetExecutionContext, benchmark: BenchmarkSettings) -> dg.Output[Release]:
     """The MLUBench release, found (MLU_MLUBENCH_PATH → ../shared → cache → upstream), verified
     by sha256 and extracted once into the cache."""
     import pandas as pd
@@ -48,9 +49,7 @@ def mlubench_release(context: dg.AssetExecutionContext, benchmark: BenchmarkSett
         raise dg.Failure(description=str(e), metadata={"tried": _md(pd.DataFrame(e.attempts, columns=["source", "result"]))}) from None
     if not release.official:
         context.log.warning(f"The release at {release.origin} differs from the published MLUBench; results are not comparable.")
-    value = {"root": str(release.root), "origin": release.origin, "official": release.official,
-             "digest": release.digest, "tree_digests": release.tree_digests}
-    return dg.Output(value, metadata={
+    return dg.Output(release, metadata={
         "origin": release.origin, "official": release.official, "digest": release.digest,
         "root": dg.MetadataValue.path(str(release.root)),
         "tried": _md(pd.DataFrame(release.attempts, columns=["source", "result"])),
@@ -58,13 +57,14 @@ def mlubench_release(context: dg.AssetExecutionContext, benchmark: BenchmarkSett
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def entity_catalog(mlubench_release: dict):
+def entity_catalog(mlubench_release: Release):
     """One row per entity (127 in the release): id, display name, class, task, role, aliases.
     Derived from the data's image paths; the release's own entity lists are compared, not trusted."""
     from mlu_training.data.catalog import build_entity_catalog, read_entity_lists
-    from mlu_training.data.records import ROLES, TASKS, ReleaseDataError, read_records, task_files
+    from mlu_training.benchmark import ROLES, TASKS
+    from mlu_training.data.records import ReleaseDataError, read_records, task_files
 
-    root = Path(mlubench_release["root"])
+    root = mlubench_release.root
     try:
         records = [r for src in task_files() for r in read_records(root, src)]
     except ReleaseDataError as e:
@@ -81,14 +81,15 @@ def entity_catalog(mlubench_release: dict):
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def qa_pairs(mlubench_release: dict, entity_catalog):
+def qa_pairs(mlubench_release: Release, entity_catalog):
     """Every QA pair: the task files (split train, 15,414) and the evaluation items with their
     paraphrases (split eval, 549 x 5), labelled with class question and phrasing variant."""
     from mlu_training.data.qa import build_qa_pairs, read_all_records
     from mlu_training.data.questions import QuestionBook
-    from mlu_training.data.records import CLASSES, ReleaseDataError
+    from mlu_training.benchmark import CLASSES
+    from mlu_training.data.records import ReleaseDataError
 
-    root = Path(mlubench_release["root"])
+    root = mlubench_release.root
     try:
         train, evaluation = read_all_records(root)
     except ReleaseDataError as e:
@@ -150,19 +151,17 @@ def validated_qa_pairs(qa_pairs, entity_catalog, raw_crawls):
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "mlflow"})
-def benchmark_splits(validated_qa_pairs, entity_catalog, mlubench_release: dict,
+def benchmark_splits(validated_qa_pairs, entity_catalog, mlubench_release: Release,
                      benchmark: BenchmarkSettings, mlflow: MLflowTracking):
     """The profile's selection (MLU_PROFILE), per task: forget/retain x train/eval, eval with its
     four paraphrase variants. Train never contains an (image, question) that eval asks.
     Logged to MLflow as datasets with their digest."""
-    from mlu_training.data.splits import build_splits, split_counts, splits_digest
-    from mlu_training.tracking import log_benchmark_splits
+    from mlu_training.data.splits import build_splits, log_splits, split_counts, splits_digest
 
     profile = benchmark.get_profile()
     splits = build_splits(validated_qa_pairs, entity_catalog, profile)
     digest = splits_digest(splits)
-    run_id = log_benchmark_splits(mlflow.tracking_uri, splits, profile.as_dict(), digest,
-                                  mlubench_release["digest"], mlflow.experiment)
+    run_id = log_splits(mlflow.store(), splits, profile, digest, mlubench_release.digest)
     return dg.Output(splits, metadata=_table_metadata(
         splits, profile=profile.name, data_digest=digest, num_entities=int(splits["entity_id"].nunique()),
         counts=_md(split_counts(splits)), mlflow_run_id=run_id,

@@ -1,8 +1,8 @@
 """Group `evaluation`: the report people look at, built from the sequences' MLflow runs."""
 
-from pathlib import Path
-
 import dagster as dg
+
+from mlu_training.report import Report
 
 from ..lumoe.assets import lumoe_sequence
 from ..resources import BenchmarkSettings, MLflowTracking
@@ -13,32 +13,21 @@ GROUP = "evaluation"
 
 @dg.asset(group_name=GROUP, deps=[unlearning_sequence, lumoe_sequence], kinds={"mlflow", "html"},
           automation_condition=dg.AutomationCondition.eager())
-def report(context: dg.AssetExecutionContext, benchmark: BenchmarkSettings, mlflow: MLflowTracking):
+def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Report]:
     """A leaderboard (final forget quality, final utility, stability, LUMoE's router precision and
     recall), the X-UY heatmaps and degradation curves: PNGs, one self-contained HTML file, and an
     MLflow run carrying them."""
     import base64
 
-    import mlflow as mlflow_lib
+    from mlu_training.report import publish_report
 
-    from mlu_training.report import build_report, collect_runs
-    from mlu_training.tracking import start_run
-
-    runs = collect_runs(mlflow.tracking_uri, mlflow.experiment, benchmark.profile)
-    if not runs:
+    built = publish_report(mlflow.store(), benchmark.profile, benchmark.path("report"))
+    if built is None:
         raise dg.Failure("no finished sequence in MLflow for this profile: materialize unlearning_sequence or lumoe_sequence first")
-    built = build_report(runs, Path(benchmark.data_dir) / "report")
-    with start_run(mlflow.tracking_uri, f"report-{benchmark.profile}", {"mlu.kind": "report", "mlu.profile": benchmark.profile},
-                   mlflow.experiment) as run:
-        mlflow_lib.log_artifact(str(built["html"]), "report")
-        for figure in built["figures"]:
-            mlflow_lib.log_artifact(str(figure), "report/figures")
+    value, board, figures = built
     curves = "\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-                         for p in built["figures"][:2])
-    board = built["leaderboard"]
-    return dg.Output(
-        {"html": str(built["html"]), "leaderboard": board.to_dict("records"), "mlflow_run_id": run.info.run_id},
-        metadata={"leaderboard": dg.MetadataValue.md(board.to_markdown(index=False, floatfmt=".2f")),
-                  "degradation_curves": dg.MetadataValue.md(curves),
-                  "html": dg.MetadataValue.path(str(built["html"])), "methods": len(runs),
-                  "mlflow_run_id": run.info.run_id})
+                         for p in figures[:2])
+    return dg.Output(value, metadata={
+        "leaderboard": dg.MetadataValue.md(board.to_markdown(index=False, floatfmt=".2f")),
+        "degradation_curves": dg.MetadataValue.md(curves), "html": dg.MetadataValue.path(value.html),
+        "methods": len(board), "mlflow_run_id": value.mlflow_run_id})

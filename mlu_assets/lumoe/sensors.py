@@ -10,9 +10,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..models.assets import model_partitions
+from ..partitions import model_partitions, request_partitions
 from ..resources import BenchmarkSettings, RouterSettings
-from .assets import lumoe_experts, request_partitions
+from .assets import lumoe_experts
 
 
 @dg.sensor(target=[lumoe_experts], minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -20,13 +20,14 @@ from .assets import lumoe_experts, request_partitions
 def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: BenchmarkSettings, routing: RouterSettings):
     import pandas as pd
 
-    from mlu_training.lumoe.requests import BENCHMARK_TASKS, RequestRejected, accepted_request_path, read_request
+    from mlu_training.benchmark import TASKS
+    from mlu_training.lumoe.requests import RequestRejected, accepted_request_path, read_request
     from mlu_training.paths import atomic_write_bytes
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     folder = Path(routing.requests_dir)
     existing = set(context.instance.get_dynamic_partitions(request_partitions.name))
-    add = [t for t in BENCHMARK_TASKS if t not in existing]  # the benchmark's own four requests
+    add = [t for t in TASKS if t not in existing]  # the benchmark's own four requests
     catalog_path = Path(benchmark.data_dir) / "tables" / "entity_catalog.parquet"
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     fresh = [(f, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]

@@ -12,24 +12,23 @@ import json
 
 import dagster as dg
 
+from ..partitions import missing_default_partitions, model_partitions
 from ..resources import MLflowTracking, ModelSettings
-from .assets import base_model, knowledge_filter, model_partitions
+from .assets import base_model, knowledge_filter
 
 
 @dg.sensor(target=[base_model], minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Turns new mlu-base-model versions and checkpoint folders (MLU_BASE_MODELS_DIR) into base "
                        "model partitions, which the automation then evaluates.")
 def new_base_models(context: dg.SensorEvaluationContext, models: ModelSettings, mlflow: MLflowTracking):
-    from mlu_training.models.sources import (PARTITION_TAG, REGISTERED_BASE, folder_signature, named_folders,
-                                             registry_key)
-    from mlu_training.tracking import registry_versions
+    from mlu_training.models.sources import PARTITION_TAG, REGISTERED_BASE, folder_signature, named_folders, registry_key
 
     state = {"registry": 0, "folders": {}, "pending": {}, "complaints": [], **json.loads(context.cursor or "{}")}
     existing = set(context.instance.get_dynamic_partitions(model_partitions.name))
     default = models.default_key()
     add = [] if default in existing else [default]
 
-    for version in registry_versions(mlflow.tracking_uri, REGISTERED_BASE):
+    for version in mlflow.store().registry_versions(REGISTERED_BASE):
         if int(version.version) <= state["registry"]:
             continue
         state["registry"] = int(version.version)

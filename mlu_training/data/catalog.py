@@ -78,3 +78,8 @@ def build_entity_catalog(task_records: list[RawRecord], entity_lists: dict[tuple
     )
     catalog = pd.DataFrame(rows).sort_values(["task", "role", "class_name", "entity_id"]).reset_index(drop=True)
     return catalog, unmatched
+
+
+def entity_names(catalog: pd.DataFrame) -> dict[str, list[str]]:
+    """entity id -> every name it goes by (display name first, then aliases): what a question may call it."""
+    return {r.entity_id: [r.entity, *list(r.aliases)] for r in catalog.itertuples(index=False)}

@@ -11,11 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS = ("A", "B", "C", "D")
-ROLES = ("forget", "retain")
-# The class folder names exactly as the image paths spell them.
-CLASSES = ("Animals", "Astronomy", "Buildings", "Cartoon", "Corporation", "Movies",
-           "Personage", "Plants", "TV series")
+from ..benchmark import CLASSES, ROLES, TASKS  # noqa: F401  (re-exported: the reader's vocabulary)
+
 IMAGE_TOKEN = "<image>\n"
 IMAGE_PATH = re.compile(r"^downloaded_images/(?P<cls>[^/]+)/(?P<entity>[^/]+)/(?P<file>[^/]+)$")
 

@@ -13,6 +13,7 @@ import random
 
 import pandas as pd
 
+from ..benchmark import cap_images_per_entity, held_out_train
 from ..profiles import Profile
 
 
@@ -35,23 +36,11 @@ def select_entities(catalog: pd.DataFrame, profile: Profile) -> pd.DataFrame:
     return catalog[catalog["entity_id"].isin(picked)].copy()
 
 
-def _stable_rank(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def build_splits(qa: pd.DataFrame, catalog: pd.DataFrame, profile: Profile) -> pd.DataFrame:
     entities = set(select_entities(catalog, profile)["entity_id"])
     mine = qa[qa["entity_id"].isin(entities)]
     evaluation = mine[mine["split"] == "eval"]
-    asked = set(zip(evaluation["image"], evaluation["question"]))
-    train = mine[(mine["split"] == "train")
-                 & ~pd.Series(list(zip(mine["image"], mine["question"])), index=mine.index).isin(asked)]
-    if profile.max_train_images_per_entity is not None:
-        keep = set()
-        for _, images in train.groupby("entity_id")["image"]:
-            ranked = sorted(set(images), key=_stable_rank)
-            keep.update(ranked[: profile.max_train_images_per_entity])
-        train = train[train["image"].isin(keep)]
+    train = cap_images_per_entity(held_out_train(mine), profile.max_train_images_per_entity)
     out = pd.concat([train, evaluation]).sort_values(["task", "role", "split", "entity_id", "qa_id"])
     return out.reset_index(drop=True)
 
@@ -68,3 +57,18 @@ def split_counts(splits: pd.DataFrame) -> pd.DataFrame:
     """Rows per task, role and split, with the entity counts: what the UI shows."""
     g = splits.groupby(["task", "role", "split"])
     return pd.DataFrame({"rows": g.size(), "entities": g["entity_id"].nunique()}).reset_index()
+
+
+def log_splits(store, splits: pd.DataFrame, profile: Profile, digest: str, release_digest: str) -> str:
+    """One MLflow run that records the profile's train and eval sets as datasets; returns its id."""
+    import mlflow
+
+    tags = {"mlu.kind": "benchmark_splits", "mlu.profile": profile.name, "mlu.data_digest": digest}
+    with store.start_run(f"benchmark_splits-{profile.name}", tags) as run:
+        mlflow.log_params({f"profile.{k}": v for k, v in profile.as_dict().items()} | {"release_digest": release_digest})
+        for split in ("train", "eval"):
+            part = splits[splits["split"] == split].reset_index(drop=True)
+            dataset = mlflow.data.from_pandas(part, name=f"mlubench-{profile.name}-{split}", digest=f"{digest[:8]}-{split}")
+            mlflow.log_input(dataset, context=split)
+            mlflow.log_metric(f"rows/{split}", len(part))
+        return run.info.run_id

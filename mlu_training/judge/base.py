@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-FORGET, RETAIN = "forget", "retain"
+from ..benchmark import FORGET, RETAIN  # noqa: F401  (the two kinds of judgement)
+
 MAX_SCORE = 2
 
 

@@ -5,34 +5,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from ..adapters import AdapterTraining
+from ..benchmark import FORGET
 
 EXPERT_INFO = "mlu_expert.json"
 
 
 @dataclass(frozen=True)
 class ExpertConfig:
+    """How an expert is trained: a method (`po`, the paper's) and the shared adapter training,
+    with more steps and a higher rate than a baseline's step (an expert starts from nothing)."""
+
     method: str = "po"
-    steps: int = 30
-    batch_size: int = 8
-    lr: float = 1e-3
-    projector_lr: float = 1e-3
-    vision_lr: float = 1e-4
-    beta: float = 0.1
-    retain_weight: float = 1.0
-    refusal_weight: float = 1.0
-    lora_rank: int = 32  # the paper's rank and alpha
-    lora_alpha: int = 32
-    targets: str = "language"
-    seed: int = 0
+    training: AdapterTraining = AdapterTraining(steps=30, lr=1e-3)
+    method_args: dict[str, float] = field(default_factory=dict)  # the method's own (methods/<name>.py Args)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Everything an expert depends on: the method's arguments with its defaults filled in."""
+        from ..methods import resolved_args
+
+        return {**asdict(self), "method_args": resolved_args(self.method, self.method_args)}
+
+    def params(self) -> dict:
+        """The same, flat, as MLflow params."""
+        flat = self.as_dict()
+        return {"method": self.method, **flat["training"], **flat["method_args"]}
 
 
 @dataclass
@@ -43,13 +46,6 @@ class Expert:
     losses: list[float]
     key: str
     reused: bool = False
-
-
-def expert_alias(task: str, base_model: str, default_base_model: str) -> str:
-    """The registry alias of the current expert of `task`: task-<T> on the default base model,
-    task-<T>-on-<model> on any other (aliases allow letters, digits, '_' and '-')."""
-    alias = f"task-{task}" if base_model == default_base_model else f"task-{task}-on-{base_model}"
-    return re.sub(r"[^0-9A-Za-z_-]", "_", alias)
 
 
 def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str) -> str:
@@ -73,12 +69,11 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
         info = json.loads((out / EXPERT_INFO).read_text())
         return Expert(task, out, info["entities"], info["losses"], key, reused=True)
     torch_threads()
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     vlm = VisionLanguageModel.load(base_model_path)
-    method = get_method(config.method, beta=config.beta, retain_weight=config.retain_weight,
-                        refusal_weight=config.refusal_weight)
-    rows = forget_rows.assign(task=task, role="forget")
-    model, losses = train_adapter(vlm, method, rows, task, config, config.seed, load_image)
+    method = get_method(config.method, config.method_args)
+    rows = forget_rows.assign(task=task, role=FORGET)
+    model, losses = train_adapter(vlm, method, rows, task, config.training, config.training.seed, load_image)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)  # the adapter only

@@ -10,7 +10,7 @@ import pandas as pd
 
 def base_checkpoint(base_model_uri: str) -> str:
     """The checkpoint folder of a registered base model (downloaded, or found locally)."""
-    from mlu_training.tracking import find_folder_with
+    from mlu_training.paths import find_folder_with
 
     return str(find_folder_with(mlflow.artifacts.download_artifacts(base_model_uri), "config.json"))
 

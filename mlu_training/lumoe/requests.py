@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..benchmark import FORGET, TASKS, cap_images_per_entity, held_out_train
 from ..data.catalog import entity_key
 from ..paths import atomic_write_bytes
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-BENCHMARK_TASKS = ("A", "B", "C", "D")
 
 
 class RequestRejected(ValueError):
@@ -37,9 +37,9 @@ class UnlearningRequest:
 def read_request(path: Path, catalog: pd.DataFrame) -> UnlearningRequest:
     path = Path(path)
     request_id = path.stem
-    if not REQUEST_ID.match(request_id) or request_id in BENCHMARK_TASKS:
+    if not REQUEST_ID.match(request_id) or request_id in TASKS:
         raise RequestRejected(f"{path.name}: the file name must be an id of letters, digits, '.', '_' or '-' "
-                              f"(and not a benchmark task {', '.join(BENCHMARK_TASKS)})")
+                              f"(and not a benchmark task {', '.join(TASKS)})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -82,14 +82,9 @@ def write_request(folder: Path, request_id: str, entities: list[str]) -> Path:
 
 def request_rows(request: UnlearningRequest, qa: pd.DataFrame, max_images: int | None,
                  known_images: set[str] | None = None) -> pd.DataFrame:
-    """The train rows of the requested entities (up to max_images pictures each) and the extra
-    pairs, as forget rows. An extra pair's image must be one of `known_images` (raw_crawls)."""
-    rows = qa[(qa["split"] == "train") & qa["entity_id"].isin(request.entity_ids)]
-    if max_images is not None:
-        keep = set()
-        for _, images in rows.groupby("entity_id")["image"]:
-            keep.update(sorted(set(images))[:max_images])
-        rows = rows[rows["image"].isin(keep)]
+    """The train rows of the requested entities (held out from evaluation, up to max_images
+    pictures each, as the profile picks them) and the extra pairs, as forget rows. An extra pair's image must be one of `known_images` (raw_crawls)."""
+    rows = cap_images_per_entity(held_out_train(qa[qa["entity_id"].isin(request.entity_ids)]), max_images)
     if request.qa:
         unknown = [p["image"] for p in request.qa if known_images is not None and p["image"] not in known_images]
         if unknown:
@@ -97,4 +92,21 @@ def request_rows(request: UnlearningRequest, qa: pd.DataFrame, max_images: int |
         extra = pd.DataFrame([{**p, "qa_id": f"{request.id}-extra-{i}", "entity_id": p["image"].split("/")[2]}
                               for i, p in enumerate(request.qa)])
         rows = pd.concat([rows, extra], ignore_index=True)
-    return rows.assign(task=request.id, role="forget")
+    return rows.assign(task=request.id, role=FORGET)
+
+
+def forget_rows(request_id: str, splits: pd.DataFrame, qa: pd.DataFrame, crawls: pd.DataFrame, data_dir,
+                max_images: int | None) -> pd.DataFrame:
+    """What the expert of a request learns to refuse: a benchmark task's forget train rows (from
+    the profile's splits), or an accepted request's entities and extra pairs (from the validated QA
+    pairs with a crawled image). Raises RequestRejected before anything is trained."""
+    if request_id in TASKS:
+        train = splits[splits["split"] == "train"]
+        return train[(train["task"] == request_id) & (train["role"] == FORGET)]
+    stored = accepted_request_path(data_dir, request_id)
+    if not stored.is_file():
+        raise RequestRejected(f"request {request_id}: no accepted request file at {stored}")
+    data = json.loads(stored.read_text())
+    request = UnlearningRequest(data["id"], data["entity_ids"], tuple(data.get("qa", [])))
+    crawled = set(crawls["image"])
+    return request_rows(request, qa[qa["image"].isin(crawled)], max_images, crawled)

@@ -12,14 +12,15 @@ from typing import Callable
 
 import pandas as pd
 
+from ..benchmark import TASKS
 from ..evaluation import score_answers
-from ..lifelong import SequenceResult
 from ..router.base import Registry, router_quality
+from ..sequences import SequenceResult, format_order, xuy_metric
 
 
 @dataclass(frozen=True)
 class LumoeConfig:
-    tasks: tuple[str, ...] = ("A", "B", "C", "D")  # requests in order of arrival
+    tasks: tuple[str, ...] = TASKS  # requests in order of arrival
     router: str = "local"  # local | openai | oracle
     mode: str = "grouped"  # grouped | mixed
     max_new_tokens: int = 64
@@ -29,9 +30,19 @@ class LumoeConfig:
     def as_dict(self) -> dict:
         return {**asdict(self), "tasks": ",".join(self.tasks)}
 
+    def params(self) -> dict:
+        return self.as_dict()
+
     @property
     def order(self) -> str:
-        return "".join(self.tasks) if all(len(t) == 1 for t in self.tasks) else ",".join(self.tasks)
+        return format_order(self.tasks)
+
+
+def request_order(experts: dict) -> list[str]:
+    """The order requests arrived in: the benchmark's tasks first, in their order, then every
+    later request by when its expert was first registered (`experts`: request -> RegisteredExpert)."""
+    later = sorted((t for t in experts if t not in TASKS), key=lambda t: experts[t].created)
+    return [t for t in TASKS if t in experts] + later
 
 
 def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
@@ -117,5 +128,20 @@ def router_metrics(quality: list[dict]) -> dict[str, float]:
         for row in step["per_task"]:
             for key in ("precision", "recall"):
                 if row[key] is not None:
-                    out[f"router/{key}/{row['task']}-U{after}"] = row[key]
+                    out[xuy_metric(f"router/{key}", row["task"], after)] = row[key]
     return out
+
+
+def run_or_read_lumoe(work_dir: Path, base_model_path: str, experts: dict, names: dict[str, list[str]],
+                      eval_items: pd.DataFrame, load_image, judge, make_router, config: LumoeConfig,
+                      on_step: Callable[[int, str, str], None] | None = None):
+    """(result, router quality, read back?): a sequence finished under the same key in `work_dir`
+    is read back (the same key gives the same numbers), otherwise it is run and kept there.
+    `experts`: request -> RegisteredExpert."""
+    finished = load_finished(work_dir, config)
+    if finished:
+        return (*finished, True)
+    result, quality = run_lumoe_sequence(base_model_path, {t: (experts[t].adapter, experts[t].entities) for t in config.tasks},
+                                         names, eval_items, load_image, judge, make_router, config, on_step)
+    save_finished(work_dir, result, quality)
+    return result, quality, False

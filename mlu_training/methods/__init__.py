@@ -1,7 +1,8 @@
 """Unlearning methods: one small class per file, registered here by name.
 
-Add a method: write `mymethod.py` with a subclass of base.UnlearningMethod (its `loss`, and
-whether it uses retain data or refusals), then add one line to METHODS. Entries name the class as
+Add a method: write `mymethod.py` with a subclass of base.UnlearningMethod (its `loss`, whether
+it uses retain data or refusals, and its own hyperparameters as an `Args` dataclass), then add one
+line to METHODS. Its arguments reach it from the Launchpad as `method_args: {"<name>": {...}}`. Entries name the class as
 "module:Class" so that listing the methods (Dagster partitions, the CLI) does not import torch.
 """
 
@@ -27,5 +28,14 @@ def method_class(name: str):
     return getattr(import_module(f".{module}", __name__), cls)
 
 
-def get_method(name: str, **options):
-    return method_class(name)(**options)
+def get_method(name: str, args: dict | None = None):
+    """The method `name` with its arguments: its defaults, overridden by `args`."""
+    cls = method_class(name)
+    return cls(cls.make_args(args))
+
+
+def resolved_args(name: str, args: dict | None = None) -> dict:
+    """Every argument of method `name`, defaults filled in: what a result depends on."""
+    from dataclasses import asdict
+
+    return asdict(method_class(name).make_args(args))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -66,18 +66,34 @@ def masked_kl(reference: TokenLogProbs, current: TokenLogProbs) -> torch.Tensor:
     return (per_token * current.mask).sum() / current.mask.sum().clamp(min=1)
 
 
+@dataclass(frozen=True)
+class NoArgs:
+    """A method without hyperparameters of its own (steps, rates and LoRA are AdapterTraining's)."""
+
+
 class UnlearningMethod(ABC):
-    """One method = one subclass that says what data it needs and how its loss is computed."""
+    """One method = one subclass that says what data it needs, which hyperparameters it takes (its
+    `Args` dataclass, with defaults) and how its loss is computed."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     uses_retain: ClassVar[bool] = False
     uses_refusal: ClassVar[bool] = False
+    Args: ClassVar[type] = NoArgs
 
-    def __init__(self, beta: float = 0.1, retain_weight: float = 1.0, refusal_weight: float = 1.0):
-        self.beta = beta
-        self.retain_weight = retain_weight
-        self.refusal_weight = refusal_weight
+    def __init__(self, args: Any = None):
+        self.args = args if args is not None else self.Args()
+
+    @classmethod
+    def make_args(cls, overrides: dict | None = None):
+        """The method's arguments: its defaults, with `overrides` (a name it does not take is an error)."""
+        overrides = dict(overrides or {})
+        known = {f.name for f in fields(cls.Args)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"method {cls.name!r} takes no argument {', '.join(map(repr, unknown))}; "
+                             f"its arguments: {', '.join(sorted(known)) or 'none'}")
+        return cls.Args(**overrides)
 
     @abstractmethod
     def loss(self, model, batches: StepBatches) -> tuple[torch.Tensor, dict[str, float]]:

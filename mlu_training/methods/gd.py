@@ -1,5 +1,7 @@
 """GD — gradient difference: ascend on the forget set, descend on the retain set."""
 
+from dataclasses import dataclass
+
 from .base import StepBatches, UnlearningMethod, answer_logprobs
 
 
@@ -8,7 +10,11 @@ class GradientDifference(UnlearningMethod):
     description = "minimise -CE on forget + CE on retain"
     uses_retain = True
 
+    @dataclass(frozen=True)
+    class Args:
+        retain_weight: float = 1.0  # weight of the retain CE beside the forget ascent
+
     def loss(self, model, batches: StepBatches):
         forget_nll = answer_logprobs(model, batches.forget).mean_nll
         retain_nll = answer_logprobs(model, batches.retain).mean_nll
-        return -forget_nll + self.retain_weight * retain_nll, {"forget_nll": forget_nll.item(), "retain_nll": retain_nll.item()}
+        return -forget_nll + self.args.retain_weight * retain_nll, {"forget_nll": forget_nll.item(), "retain_nll": retain_nll.item()}

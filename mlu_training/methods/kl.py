@@ -1,6 +1,8 @@
 """KL — ascend on the forget set while keeping the retain answers' token distributions close to
 the reference model's (KL over answer tokens only: prompt, image and padding are masked)."""
 
+from dataclasses import dataclass
+
 from .base import StepBatches, UnlearningMethod, answer_logprobs, masked_kl, reference_model
 
 
@@ -9,10 +11,14 @@ class KLMinimisation(UnlearningMethod):
     description = "minimise -CE on forget + KL(reference ‖ current) on retain"
     uses_retain = True
 
+    @dataclass(frozen=True)
+    class Args:
+        retain_weight: float = 1.0  # weight of the retain KL beside the forget ascent
+
     def loss(self, model, batches: StepBatches):
         forget_nll = answer_logprobs(model, batches.forget).mean_nll
         current = answer_logprobs(model, batches.retain)
         with reference_model(model) as ref:
             reference = answer_logprobs(ref, batches.retain)
         kl = masked_kl(reference, current)
-        return -forget_nll + self.retain_weight * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}
+        return -forget_nll + self.args.retain_weight * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}

@@ -1,6 +1,8 @@
 """NPO — negative preference optimisation: -(2/β)·log σ(-β·(log π_θ − log π_ref)) on forget
 answers; like GA at first, but it slows down once an answer is unlikely (no runaway)."""
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from .base import StepBatches, UnlearningMethod, answer_logprobs, reference_model
@@ -10,10 +12,14 @@ class NegativePreferenceOptimisation(UnlearningMethod):
     name = "npo"
     description = "-(2/beta) log sigmoid(-beta (log pi - log pi_ref)) on forget"
 
+    @dataclass(frozen=True)
+    class Args:
+        beta: float = 0.1  # inverse temperature: how soon the push on an unlikely answer fades
+
     def loss(self, model, batches: StepBatches):
         current = answer_logprobs(model, batches.forget).sequence
         with reference_model(model) as ref:
             reference = answer_logprobs(ref, batches.forget).sequence
         log_ratio = current - reference
-        loss = -(2.0 / self.beta) * F.logsigmoid(-self.beta * log_ratio).mean()
+        loss = -(2.0 / self.args.beta) * F.logsigmoid(-self.args.beta * log_ratio).mean()
         return loss, {"log_ratio": log_ratio.mean().item()}

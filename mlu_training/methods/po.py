@@ -5,6 +5,8 @@ plus `refusal_weight` × the refusal's cross-entropy (DPO + NLL on the preferred
 RPO): DPO alone lowers the true answer without making the refusal what the model says.
 The published code computed DPO and then overwrote it with plain refusal fine-tuning."""
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from .base import StepBatches, UnlearningMethod, answer_logprobs, reference_model
@@ -15,6 +17,11 @@ class PreferenceOptimisation(UnlearningMethod):
     description = "DPO (refusal preferred over the true answer) + NLL of the refusal"
     uses_refusal = True
 
+    @dataclass(frozen=True)
+    class Args:
+        beta: float = 0.1  # DPO's inverse temperature
+        refusal_weight: float = 1.0  # weight of the refusal's NLL beside DPO
+
     def loss(self, model, batches: StepBatches):
         chosen_tokens = answer_logprobs(model, batches.refusal)
         chosen = chosen_tokens.sequence
@@ -23,8 +30,8 @@ class PreferenceOptimisation(UnlearningMethod):
             chosen_ref = answer_logprobs(ref, batches.refusal).sequence
             rejected_ref = answer_logprobs(ref, batches.forget).sequence
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)
-        dpo = -F.logsigmoid(self.beta * margin).mean()
+        dpo = -F.logsigmoid(self.args.beta * margin).mean()
         refusal_nll = chosen_tokens.mean_nll
-        return dpo + self.refusal_weight * refusal_nll, {
+        return dpo + self.args.refusal_weight * refusal_nll, {
             "dpo": dpo.item(), "refusal_nll": refusal_nll.item(), "margin": margin.mean().item(),
             "accuracy": (margin > 0).float().mean().item()}

@@ -1,0 +1,200 @@
+"""A sequence's result, whoever produced it (a baseline's `lifelong.run_sequence` or LUMoE's
+`lumoe.sequence.run_lumoe_sequence`): the X-UY matrices, the metrics and their names, the run
+tags, and the one MLflow run it is logged as. The report reads the runs back through the same
+names, so a metric name is formatted and parsed here and nowhere else.
+
+X-UY is task X evaluated after unlearning request Y; it exists once X has been unlearned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from .benchmark import FORGET, RETAIN
+from .metrics import score_ratio
+
+KINDS = ("forget_quality", "utility")  # the two scores of the tracking contract
+ROLE_OF = {"forget_quality": FORGET, "utility": RETAIN}  # forget quality on forget items, utility on retain items
+SEQUENCE_RUN_KINDS = ("unlearning_sequence", "lumoe_sequence")  # tag mlu.kind of a sequence's run
+
+
+# -- names ------------------------------------------------------------------------------------
+
+def xuy_metric(name: str, x: str, y: str) -> str:
+    """`forget_quality/A-UC`, `rouge_l/forget/A-UC`, `router/recall/A-UC`: a value of task x after request y."""
+    return f"{name}/{x}-U{y}"
+
+
+def stability_metric(kind: str) -> str:
+    return f"stability/{kind}"
+
+
+def format_order(tasks) -> str:
+    """A request order as a tag: `ABCD` for task letters, `A,B,C,D,forget-taylor` otherwise."""
+    tasks = list(tasks)
+    return "".join(tasks) if all(len(t) == 1 for t in tasks) else ",".join(tasks)
+
+
+def parse_order(order: str) -> list[str]:
+    return order.split(",") if "," in order else list(order)
+
+
+def sequence_tags(kind: str, method: str, order: str, profile: str, base_model, sequence_key: str, judge: str,
+                  **extra: str) -> dict[str, str]:
+    """The tags of a sequence's run: what the report selects and labels rows by."""
+    assert kind in SEQUENCE_RUN_KINDS, kind
+    return {"mlu.kind": kind, "mlu.method": method, "mlu.order": order, "mlu.profile": profile,
+            "mlu.base_model": base_model.model_uri, "mlu.model": base_model.name, "mlu.sequence_key": sequence_key,
+            "mlu.judge": judge, **extra}
+
+
+# -- the result -------------------------------------------------------------------------------
+
+class SequenceConfig(Protocol):
+    method: str
+
+    @property
+    def tasks(self) -> tuple[str, ...]: ...
+
+    def as_dict(self) -> dict: ...
+
+    def params(self) -> dict: ...  # flat, for MLflow
+
+
+@dataclass
+class SequenceResult:
+    config: SequenceConfig
+    evaluations: pd.DataFrame  # one row per (step, item): unlearned, step, task, role, variant, response, score, rouge_l
+    losses: dict[str, list[float]] = field(default_factory=dict)  # task unlearned -> loss per step
+    resumed_from: int = 0  # steps found finished when the run started
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The requests in the order they were unlearned (task letters, or request ids)."""
+        return tuple(self.config.tasks)
+
+    @property
+    def order(self) -> str:
+        return format_order(self.tasks)
+
+    def matrix(self, kind: str) -> pd.DataFrame:
+        """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
+        items, utility on retain items; judged items only."""
+        part = self.evaluations[self.evaluations["role"] == ROLE_OF[kind]]
+        table = {f"U{y}": {x: score_ratio(g["score"]).value for x, g in part[part["unlearned"] == y].groupby("task")}
+                 for y in self.tasks}
+        return pd.DataFrame(table).reindex(sorted(part["task"].unique()))
+
+    def rouge_matrix(self, role: str) -> pd.DataFrame:
+        part = self.evaluations[self.evaluations["role"] == role]
+        return part.pivot_table(index="task", columns="unlearned", values="rouge_l", aggfunc="mean").rename(
+            columns=lambda y: f"U{y}")[[f"U{y}" for y in self.tasks if y in set(part["unlearned"])]]
+
+    def stability(self, kind: str) -> float:
+        """Σ_t |P(M_t, t) − P(M_T, t)|: how far each task's score drifted from right after it was
+        unlearned to the end of the sequence (0 = perfectly stable)."""
+        m = self.matrix(kind)
+        last = f"U{self.tasks[-1]}"
+        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.tasks
+                         if t in m.index and pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
+
+    def metrics(self) -> dict[str, float]:
+        """The MLflow metrics of the tracking contract."""
+        order = list(self.tasks)
+
+        def exists(x: str, col: str) -> bool:  # X-UY exists once X has been unlearned, i.e. X no later than Y
+            return x in order and order.index(x) <= order.index(col[1:])
+
+        out: dict[str, float] = {}
+        for kind in KINDS:
+            m = self.matrix(kind)
+            out.update({xuy_metric(kind, x, col[1:]): float(m.loc[x, col]) for x in m.index for col in m.columns
+                        if exists(x, col) and pd.notna(m.loc[x, col])})
+            out[stability_metric(kind)] = self.stability(kind)
+        for role in (FORGET, RETAIN):
+            r = self.rouge_matrix(role)
+            out.update({xuy_metric(f"rouge_l/{role}", x, col[1:]): float(r.loc[x, col]) for x in r.index
+                        for col in r.columns if exists(x, col)})
+        final = self.evaluations[self.evaluations["unlearned"] == self.tasks[-1]]
+        for (role, variant), g in final.groupby(["role", "variant"]):
+            kind = "forget_quality" if role == FORGET else "utility"
+            value = score_ratio(g["score"]).value
+            if value is not None:
+                out[f"paraphrase/{kind}/v{int(variant)}"] = value
+        out["judge/missing"] = float(self.evaluations["score"].isna().sum())
+        return out
+
+
+def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str]) -> pd.DataFrame:
+    """An X-UY matrix read back from a run's metrics (the inverse of SequenceResult.metrics):
+    looked up by formatted name, so request ids with '-' in them read back unambiguously."""
+    table = {f"U{y}": {x: metrics.get(xuy_metric(kind, x, y)) for x in tasks} for y in tasks}
+    return pd.DataFrame(table).reindex(tasks)
+
+
+def final_values(metrics: dict[str, float], name: str, tasks: list[str]) -> list[float]:
+    """Every task's value of X-UY metric `name` after the last request (those that exist)."""
+    values = (metrics.get(xuy_metric(name, x, tasks[-1])) for x in tasks)
+    return [v for v in values if v is not None]
+
+
+# -- what the assets hand on, and the run -----------------------------------------------------
+
+@dataclass(frozen=True)
+class SequenceSummary:
+    """The value of a sequence asset (baseline or LUMoE): the matrices, metrics and its MLflow run."""
+
+    method: str
+    order: str
+    run_id: str
+    sequence_key: str
+    forget_quality: dict  # the X-UY matrix as {UY: {X: value}}
+    utility: dict
+    metrics: dict[str, float]
+    steps_reused: int  # steps read back instead of computed
+    router: list | None = None  # LUMoE: router quality after each request
+
+    @classmethod
+    def of(cls, result: SequenceResult, run_id: str, sequence_key: str, router: list | None = None) -> "SequenceSummary":
+        return cls(method=result.config.method, order=result.order, run_id=run_id, sequence_key=sequence_key,
+                   forget_quality=result.matrix("forget_quality").to_dict(), utility=result.matrix("utility").to_dict(),
+                   metrics=result.metrics(), steps_reused=result.resumed_from, router=router)
+
+
+def log_sequence(store, result: SequenceResult, tags: dict[str, str], artifacts_dir: Path,
+                 extra_metrics: dict[str, float] | None = None) -> str:
+    """One MLflow run per sequence: the config as params, every X-UY metric, stability, ROUGE-L,
+    paraphrase results, loss curves per task, the heatmaps and the answers. Returns its id."""
+    import mlflow
+
+    from .report import heatmap_png
+
+    config = result.config
+    with store.start_run(f"{config.method}-{result.order}", tags) as run:
+        mlflow.log_params(config.params())
+        mlflow.log_metrics(result.metrics() | (extra_metrics or {}))
+        store.log_curves(run.info.run_id, {f"train/loss/U{task}": v for task, v in result.losses.items()})
+        artifacts_dir = Path(artifacts_dir)
+        for kind in KINDS:
+            heatmap_png(result.matrix(kind), f"{config.method} {kind.replace('_', ' ')} (X-UY)",
+                        artifacts_dir / f"{kind}_heatmap.png")
+            mlflow.log_artifact(str(artifacts_dir / f"{kind}_heatmap.png"), "heatmaps")
+        answers = artifacts_dir / "answers.jsonl"
+        result.evaluations.to_json(answers, orient="records", lines=True, force_ascii=False)
+        mlflow.log_artifact(str(answers), "answers")
+        return run.info.run_id
+
+
+def logged_run(store, result: SequenceResult, tags: dict[str, str], artifacts_dir: Path,
+               extra_metrics: dict[str, float] | None = None) -> str:
+    """The run of this sequence: the one already logged for its key on this base model (the same
+    key gives the same numbers), or a new one. Identical weights under two names share the work,
+    but each base model gets its own run."""
+    previous = store.find_run({"mlu.sequence_key": tags["mlu.sequence_key"], "mlu.model": tags["mlu.model"]})
+    if previous is not None:
+        return previous.info.run_id
+    return log_sequence(store, result, tags, artifacts_dir, extra_metrics)
