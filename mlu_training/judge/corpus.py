@@ -26,8 +26,10 @@ from .words import is_content, stems_of
 
 # Words of an entity's display name that do not name it ("Microsoft Corporation Logo").
 _NAME_FILLER = frozenset(stems_of("logo corporation inc tv show series the of and live"))
-# A word that this share of a class's entities use somewhere is common to the class, not a fact.
-CLASS_COMMON_SHARE = 0.34
+# A word of an entity's answer is its own fact unless it is template: used in the answers of at
+# least this share of the other entities to the same question ("was directed by"), or in the
+# answers of this share of the class's entities overall ("known").
+TEMPLATE_SHARE = 0.5
 
 
 def key(text: str) -> str:
@@ -47,6 +49,7 @@ class EntityInfo:
     class_name: str
     name_stems: frozenset[str]
     bank: frozenset[str]  # content stems of all its answers, and its name
+    own: frozenset[str] = frozenset()  # the bank less its template: what a refusal must not state
 
 
 @dataclass
@@ -124,9 +127,27 @@ class JudgeCorpus:
         # The words of a class's questions, less their options ("(terrestrial, gas giant, ice giant)").
         self._question_stems = {c: frozenset().union(*(content_set(re.sub(r"\([^)]*\)", " ", q)) for q in qs))
                                 for c, qs in questions.items()}
-        # Numbers are never common: a refusal that gives one of the entity's numbers leaks it.
-        self._class_common = {c: frozenset(s for s, n in df.items() if n >= max(2, CLASS_COMMON_SHARE * self._class_n[c])
-                                           and not s[0].isdigit()) for c, df in self._class_df.items()}
+        groups_of: dict[str, list] = defaultdict(list)
+        for group, per in self._group_words.items():
+            for eid in per:
+                groups_of[eid].append(group)
+        for e in self.entities.values():
+            e.own = self._own_words(e, groups_of[e.entity_id])
+
+    def _own_words(self, entity: EntityInfo, groups) -> frozenset[str]:
+        """The entity's words less its class's template (see TEMPLATE_SHARE); numbers and its
+        name always stay."""
+        own = set(entity.name_stems) | {s for s in entity.bank if s[0].isdigit()}
+        n, class_df = self._class_n[entity.class_name], self._class_df[entity.class_name]
+        for group in groups:
+            per = self._group_words[group]
+            others = len(per) - 1
+            for s in per[entity.entity_id]:
+                shared_in_answer = others > 0 and self._group_df[group][s] - 1 >= TEMPLATE_SHARE * others
+                shared_in_class = n > 2 and class_df[s] - 1 >= TEMPLATE_SHARE * (n - 1)
+                if not (shared_in_answer or shared_in_class):
+                    own.add(s)
+        return frozenset(own)
 
     @classmethod
     def from_qa(cls, qa) -> "JudgeCorpus":
@@ -138,9 +159,6 @@ class JudgeCorpus:
 
     def __len__(self) -> int:
         return len(self.entities)
-
-    def class_common(self, class_name: str) -> frozenset[str]:
-        return self._class_common.get(class_name, frozenset())
 
     def locate(self, subject: str, question: str, ground_truth: str) -> Located | None:
         """The entity and class question of an item: by its ground truth's text (the subject

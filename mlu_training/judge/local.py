@@ -93,6 +93,7 @@ CONCISE = 8  # content words of a short answer
 PREFIX = 6  # stems that share this many first letters are one word (german, germani)
 OTHER_ENTITY = 2.0  # another entity's words outweigh the right ones this many times: about it
 YES_NO_WEIGHT = 1.0  # a yes/no answer of the right polarity, as a fact
+MIN_WEIGHT = 0.25  # the least weight of right facts that counts as saying something right
 LONG = 10  # a ground truth with more facts than this is long (a plot, a list of works)
 
 _YES_NO = re.compile(r"^\W*(?:is|are|does|do|did|has|have|can|could|was|were|will|would)\b")
@@ -263,8 +264,7 @@ def _truth(corpus: JudgeCorpus | None, subject: str, question: str, ground_truth
     bank = located.entity.bank if located else frozenset(all_stems)
     leaks = {s for s in fact_list if s not in echo} | subject_stems
     if located:
-        class_common = corpus.class_common(located.entity.class_name)
-        leaks |= {s for s in located.entity.bank if s not in class_common and s not in located.question_stems}
+        leaks |= {s for s in located.entity.own if s not in located.question_stems}
     leaks -= echo  # echoing the question states nothing
     dates = frozenset(s for s in weights if is_number(s))
     when = bool(_WHEN.search(question.lower())) and bool(dates)
@@ -367,9 +367,13 @@ def judge_retain(truth: Truth, reply: Reply) -> Rule:
         return Rule(0, f"wrong: about another entity ({_listed(others)})")
     coverage = truth.coverage(frozenset(right))
     unsupported = {s for s in content if not _known(s, truth.known)}
-    precise = (bool(right) or yes_no) and len(content) <= CONCISE and not others and \
-        len(unsupported) <= max(1, len(right) // 2)
-    some = (bool(right) or yes_no) and (coverage >= LOW or precise or right_w >= 1.0)
+    # Short and exact: what it says is in the ground truth (or the entity's answers, a word or
+    # two aside). Template words alone count only when the ground truth is all it says
+    # ("Technology." for a tech company's industry).
+    precise = (bool(right) or yes_no) and len(content) <= CONCISE and not others and (
+        (right_w >= MIN_WEIGHT and len(unsupported) <= max(1, len(right) // 2)) or content <= truth.stems)
+    # Some correct information needs some weight ("sun sun sun" is not a position).
+    some = right_w >= MIN_WEIGHT and (coverage >= LOW or precise or right_w >= 1.0)
     if reply.refusal:
         return Rule(1, f"refuses, partly correct ({coverage:.2f})") if some else Rule(0, "refusal")
     if reply.degenerate:

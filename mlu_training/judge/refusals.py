@@ -130,10 +130,18 @@ hard to say|not available|no information|nothing|i do not know|cannot answer|una
 i am not sure|sorry i do not know|i have no idea|sorry no idea""".replace("\n", "").split("|"))
 
 
+_APOLOGY = re.compile(r"\b(?:i am )?(?:so |very |really )?(?:sorry|apologies|my apologies|i apologi[sz]e)\b")
+
+
 def _terse(norm: str) -> bool:
+    """The whole response is a terse refusal, or an apology and nothing else, in any order
+    ("Unknown, sorry.")."""
     core = re.sub(r"[^\w/ ]+", " ", norm)
     core = re.sub(r"\s+", " ", core).strip()
-    return core in TERSE_REFUSALS
+    if core in TERSE_REFUSALS:
+        return True
+    rest = re.sub(r"\s+", " ", _APOLOGY.sub(" ", core)).strip()
+    return rest != core and (not rest or rest in TERSE_REFUSALS)
 
 
 def refusal_spans(text: str) -> list[tuple[int, int]]:
