@@ -238,7 +238,6 @@ def _question_words(question: str) -> tuple[frozenset[str], frozenset[str]]:
     return every, frozenset(options)
 
 
-@lru_cache(maxsize=65_536)
 def _truth(corpus: JudgeCorpus | None, subject: str, question: str, ground_truth: str) -> Truth:
     located = corpus.locate(subject, question, ground_truth) if corpus is not None else None
     echo, options = _question_words(question)
@@ -413,6 +412,7 @@ class LocalJudge(JudgeBase):
         if corpus is not None and not isinstance(corpus, JudgeCorpus):
             corpus = JudgeCorpus.from_qa(corpus)
         self.corpus = corpus
+        self._truths: dict[tuple[str, str, str], Truth] = {}  # per ground truth, computed once
 
     @classmethod
     def from_qa(cls, qa) -> "LocalJudge":
@@ -421,7 +421,11 @@ class LocalJudge(JudgeBase):
         return cls(JudgeCorpus.from_qa(qa))
 
     def _pair(self, item: JudgeItem) -> tuple[Truth, Reply]:
-        return _truth(self.corpus, item.subject, item.question, item.ground_truth), _reply(item.response)
+        key = (item.subject, item.question, item.ground_truth)
+        truth = self._truths.get(key)
+        if truth is None:
+            truth = self._truths[key] = _truth(self.corpus, *key)
+        return truth, _reply(item.response)
 
     def forget_rule(self, item: JudgeItem) -> Rule:
         return judge_forget(*self._pair(item))
