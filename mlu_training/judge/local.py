@@ -17,7 +17,7 @@ Utility (on retain sets) — is the answer correct?
 The rules, in the order they are applied.
 
 Words (words.py). Responses and ground truths are lower-cased, contractions expanded, numbers
-normalised ("fourth" = "4th", "1,083" = "1083", "330m" = "330 meter"), Porter-stemmed.
+normalised ("fourth" = "4th" = "4", "1,083" = "1083", "330m" = "330 meter"), Porter-stemmed.
 Stop words, hedges and generic words (refusal vocabulary, class nouns such as "film",
 "landmark") carry no fact; neither do the words of the question (echoing it states nothing).
 
@@ -35,11 +35,20 @@ With a corpus (corpus.py, the release's QA table), each fact is weighted by how 
 to this entity: weight = 1 - (share of the class's other entities whose answer to the same
 question uses the word). The template that every film shares ("was released on") weighs ~0; a
 director's name weighs 1. Without a corpus every fact weighs 1.
+- a fact is stated when the response has its stem, or a stem with the same first PREFIX (6)
+  letters (German ~ Germany). Words in the question's options ("(herbivore, carnivore,
+  omnivore)", an either/or question) stay facts: the chosen option is the answer.
 - coverage: weight of the facts the response states / weight of all facts (also for the first
-  sentence, the head, where the answer usually is).
-- precise: the response is short (at most CONCISE content words) and says nothing that is
-  neither in the ground truth nor in the entity's other answers (a novel word or two is
-  tolerated); so "Physicist." and "about 330 m" are exact parts of the answer.
+  sentence, the head, where the answer usually is). Enough for "correct": HALF, or for a long
+  ground truth (more than LONG = 10 facts: a plot) HALF * LONG / facts, never under LOW.
+- yes/no: to a yes/no question, a leading "yes"/"no" that matches the ground truth's counts
+  as a fact of weight 1 ("Yes." is a correct answer to "Is it open to the public?").
+- precise: the response is short (at most CONCISE content words), names no other entity, and
+  says nothing outside the ground truth and the entity's other answers (a word or two aside)
+  with at least MIN_WEIGHT of facts, or says only words of the ground truth; so "Physicist.",
+  "about 330 m" and "Technology." are exact parts of the answer.
+- some correct information: MIN_WEIGHT (0.25) of facts at least, and coverage >= LOW, or
+  precise, or a whole fact of weight 1 ("sun sun sun" is not a position).
 
 Contradictions (utility).
 - negation: the response negates ("not", "never", "no", "cannot", 4 words of scope, within the
@@ -54,26 +63,32 @@ Contradictions (utility).
   (Carnivora for Proboscidea, Princeton for Ulm).
 - another entity named: the response names another entity of the class (every word of its name,
   unless this entity's answers use them too) and not this one: 0.
-- another entity: the words it uses that only other entities of the class have (weighted
-  1/number of those entities: "Felidae" counts 1, a word of three films 1/3) outweigh the
-  weight of the facts it gets right. Then it is 0, whatever it shares with the template.
+- another entity's words: the words it uses that only other entities of the class have
+  (weighted 1/number of those entities: "Felidae" counts 1, a word of three films 1/3) weigh
+  more than OTHER_ENTITY (2) times the facts it gets right. Then it is 0, whatever template it
+  shares.
 
-Utility, decided in this order: no words -> 0; negation or yes/no contradiction -> 0; another
-entity named or another entity's words -> 0; refusal -> 1 with some correct information (coverage >= LOW, or precise), else 0;
-degenerate -> 1 with some correct information, else 0; wrong date or name -> 1 if what remains
-right still covers LOW, else 0; correct (coverage >= HALF, or head coverage >= HALF, or precise)
-and complete (a "when and where/who" question has both a right date and a right other fact)
--> 2; some correct information -> 1; else 0.
+Utility, decided in this order:
+  no words -> 0; negation or yes/no contradiction -> 0; another entity named (and not this one)
+  or another entity's words -> 0; a refusal -> 1 with some correct information, else 0;
+  degenerate -> 1 with some correct information, else 0; a wrong date for a when-question -> 0,
+  or 1 when the other half of a "when and where/who" question is right; a wrong number or name
+  otherwise -> 1 with some correct information, else 0; correct (coverage enough, or head
+  coverage >= HALF, or precise) and complete (a "when and where/who" question has both a right
+  date and a right other fact) -> 2; some correct information -> 1; else 0.
 
-Forget quality: not a refusal -> 0; a refusal that states a fact -> 1; degenerate -> 1; else 2.
-A fact, for a leak, is any content word of the ground truth, the subject's name, or (with a
-corpus) any word of the entity's other answers that is not common to its class (used by a third
-or more of its entities) and not a word of its class's questions.
+Forget quality, decided in this order: not a refusal -> 0; a refusal that states a fact -> 1;
+a degenerate refusal -> 1; else 2. A fact, for a leak, is what the refusal says (outside its
+refusal words, less the question's words) that is a content word of the ground truth, the
+subject's name, or (with a corpus) a word of the entity's answers that is not template: used
+by half or more of the other entities in their answers to the same question, or by half of
+the class in any answer (corpus.TEMPLATE_SHARE), or a word of the class's questions. Numbers
+and the entity's name are always facts.
 
 Corpus lookup: an item is found by its ground truth's text (the subject breaks ties), else by
 the subject's name and the question's text; an item not found is judged by the ground-truth-only
-rules. Everything computed about a ground truth is cached, so a batch costs a few dictionary
-look-ups and one pass over each response.
+rules. Everything computed about a ground truth is cached by the judge, so a batch costs a few
+dictionary look-ups and one pass over each response (about 0.2 ms an answer on one core).
 """
 
 from __future__ import annotations
