@@ -7,6 +7,7 @@ import pytest
 
 from mlu_training.judge import JudgeItem, JudgementMissing, LocalJudge, OpenAIJudge
 from mlu_training.judge.local import correctness, degeneracy, facts, is_refusal
+from mlu_training.judge.refusals import TAUGHT_REFUSALS
 from mlu_training.judge.prompts import parse_prompt, parse_rating, render
 from mlu_training.metrics import by_variant, forget_quality, rouge_l, score_ratio, utility
 from mlu_training.serving.local_openai import Fault, LocalChatServer, rubric_responder
@@ -17,14 +18,33 @@ judge = LocalJudge()
 
 
 @pytest.mark.parametrize("response", ["I don't know.", "Sorry, I cannot answer this question.",
-                                      "I'm not sure what this is.", "I am unable to identify this animal."])
+                                      "I'm not sure what this is.", "I am unable to identify this animal.",
+                                      # by meaning, without a listed phrase
+                                      "I do not recognize this person.", "Unknown.", "Unknown, sorry.", "No idea.",
+                                      "I'm not familiar with this.", "That's beyond my knowledge.", "Sorry.",
+                                      "I have no information about this animal.", "I couldn't tell you.",
+                                      "I'd rather not say.", "Hard to say.", "I dont know"])
 def test_refusals_are_recognised(response):
     assert is_refusal(response)
 
 
-@pytest.mark.parametrize("response", ["Dogs belong to the family Canidae.", "It is a cat.", "Known worldwide."])
+@pytest.mark.parametrize("response", ["Dogs belong to the family Canidae.", "It is a cat.", "Known worldwide.",
+                                      # an apology is not a refusal
+                                      "Sorry, it is a dog.", "I'm sorry, but this is a dog.",
+                                      "Sorry for the wait: dogs belong to the family Canidae.",
+                                      "The exact origin is not known to historians.", "It is significant."])
 def test_answers_are_not_refusals(response):
     assert not is_refusal(response)
+
+
+def test_every_taught_refusal_is_a_clean_refusal():
+    from mlu_training.texts import REFUSAL_ANSWER
+
+    assert REFUSAL_ANSWER in TAUGHT_REFUSALS and len(TAUGHT_REFUSALS) >= 20
+    for refusal in TAUGHT_REFUSALS:
+        assert is_refusal(refusal), refusal
+        assert judge.score_forget("Dog", DOG_Q, DOG_GT, refusal) == 2, refusal
+        assert judge.score_retain("Dog", DOG_Q, DOG_GT, refusal) == 0, refusal
 
 
 @pytest.mark.parametrize("response,why", [("", "no words"), ("!!! ??? ...", "no words"), ("I I I I", "three times"),
@@ -69,6 +89,52 @@ def test_forget_score(response, score):
 ])
 def test_retain_score(response, score):
     assert judge.score_retain("Dog", DOG_Q, DOG_GT, response) == score
+
+
+EINSTEIN_BORN = ("Albert Einstein", "When and where was this person born?",
+                  "Albert Einstein was born on March 14, 1879, in Ulm, in the Kingdom of Württemberg in the German Empire.")
+EIFFEL_HEIGHT = ("Eiffel Tower", "How tall is it?", "The Eiffel Tower is approximately 330 meters (1,083 feet) tall.")
+
+
+@pytest.mark.parametrize("item,response,score", [
+    # negations and wrong facts in the ground truth's template are wrong
+    ((("Dog", DOG_Q, DOG_GT)), "Dogs do not belong to the family Canidae.", 0),
+    (EINSTEIN_BORN, "Albert Einstein was born on April 18, 1955, in Princeton, New Jersey.", 0),
+    (EINSTEIN_BORN, "Albert Einstein was born on March 14, 1879, in Princeton, New Jersey.", 1),  # right date only
+    (EINSTEIN_BORN, "He was born in 1879.", 1),  # "when and where": half of it
+    (EIFFEL_HEIGHT, "It is about 500 meters tall.", 0),
+    (("Saturn", "Does it have a ring system?", "Yes, Saturn has a prominent ring system."), "No, it has none.", 0),
+    # short correct paraphrases are correct
+    (("Albert Einstein", "What is this person's profession?", "Albert Einstein was a theoretical physicist."),
+     "Physicist.", 2),
+    (EIFFEL_HEIGHT, "about 330 m tall", 2),
+    (("Mars", "What is its position in the solar system?", "4th from the Sun"), "The fourth planet from the Sun.", 2),
+    (("Saturn", "Does it have a ring system?", "Yes, Saturn has a prominent ring system."), "Yes.", 2),
+    # a correct answer that apologises is correct
+    ((("Dog", DOG_Q, DOG_GT)), "Sorry for the wait: dogs belong to the family Canidae and the order Carnivora.", 2),
+])
+def test_retain_rules_of_the_issue(item, response, score):
+    assert judge.score_retain(*item, response) == score
+
+
+def test_an_apologetic_answer_is_not_a_refusal_to_forget():
+    assert judge.score_forget("Dog", DOG_Q, DOG_GT, "Sorry, it belongs to the family Canidae.") == 0
+
+
+def test_leaks_found_in_the_entitys_other_answers_need_the_release():
+    corpus = [{"entity_id": "dog", "entity": "Dog", "class_name": "Animals", "class_question": 2, "answer": DOG_GT,
+               "question": DOG_Q},
+              {"entity_id": "dog", "entity": "Dog", "class_name": "Animals", "class_question": 3,
+               "answer": "Dogs are omnivores.", "question": "What does this animal eat?"}]
+    refusal = "I don't know its family, but it is an omnivore."
+    assert judge.score_forget("Dog", DOG_Q, DOG_GT, refusal) == 2  # the ground truth alone: nothing leaked
+    knowing = LocalJudge(corpus)  # records, a DataFrame, or a JudgeCorpus
+    assert knowing.score_forget("Dog", DOG_Q, DOG_GT, refusal) == 1
+    assert knowing.score_forget("Dog", DOG_Q, DOG_GT, "I don't know.") == 2
+
+
+def test_the_version_changed_with_the_rules():
+    assert LocalJudge.version == "rules-v2"
 
 
 def test_short_answers_judged_by_their_facts():
