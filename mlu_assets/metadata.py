@@ -7,7 +7,7 @@ def sequence_metadata(summary) -> dict:
     """Both X-UY matrices, stability, missing judgements and the MLflow run of a SequenceSummary."""
     import pandas as pd
 
-    from mlu_training.report import markdown
+    from mlu_training.figures import markdown
     from mlu_training.sequences import stability_metric
 
     metrics = summary.metrics

@@ -74,11 +74,14 @@ class JudgeSettings(dg.ConfigurableResource):
     cache_url: str | None = None  # MLU_API_CACHE_URL; default a SQLite file in MLU_DATA_DIR
     concurrency: int = 8
 
-    def build(self, data_dir: str):
+    def build(self, data_dir: str, qa=None):
+        """The judge. `qa`: the release's whole QA table (validated_qa_pairs), which the offline
+        judge reads to tell an entity's own facts from its class's template; without it, it judges
+        by the ground truth alone (less reliable: see judge/local.py)."""
         from mlu_training.judge import LocalJudge
 
         if self.backend == "local":
-            return LocalJudge()
+            return LocalJudge.from_qa(qa) if qa is not None else LocalJudge()
         if self.backend == "openai":
             from mlu_training.judge import OpenAIJudge
 
@@ -88,7 +91,11 @@ class JudgeSettings(dg.ConfigurableResource):
         raise ValueError(f"MLU_JUDGE={self.backend!r}: choose local or openai")
 
     def describe(self) -> str:
-        return "local rules" if self.backend == "local" else f"{self.model} at {self.base_url or 'api.openai.com'}"
+        if self.backend == "local":
+            from mlu_training.judge.local import LocalJudge  # light: no model, no client
+
+            return f"local {LocalJudge.version}"
+        return f"{self.model} at {self.base_url or 'api.openai.com'}"
 
 
 class ModelSettings(dg.ConfigurableResource):

@@ -1,5 +1,6 @@
-"""Figures and tables people look at: X-UY heatmaps, degradation curves, markdown tables, the
-leaderboard and the HTML report, built from the sequences' MLflow runs (names: sequences.py)."""
+"""The report people look at: the leaderboard, the X-UY heatmaps and degradation curves of every
+method (figures.py draws them) and one HTML page, built from the sequences' MLflow runs, whose
+metric names and tags sequences.py defines."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .figures import degradation_png, heatmap_png
 from .sequences import KINDS, SEQUENCE_RUN_KINDS, final_values, matrix_from_metrics, parse_order, stability_metric
 
 
@@ -18,42 +20,6 @@ class Report:
     html: str  # the self-contained page
     leaderboard: list[dict]  # one row per method (and base model)
     mlflow_run_id: str
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def heatmap_png(matrix: pd.DataFrame, title: str, path: Path) -> Path:
-    """An X-UY matrix (rows: task evaluated, columns: after unlearning) as a PNG, values printed."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(matrix.columns), 1.0 + 0.7 * len(matrix.index)), dpi=110)
-    values = matrix.astype(float).to_numpy()
-    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(matrix.columns)), [f"after {c}" for c in matrix.columns])
-    ax.set_yticks(range(len(matrix.index)), [f"task {r}" for r in matrix.index])
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            if pd.notna(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
-                        color="white" if values[i, j] < 0.6 else "black", fontsize=9)
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
-    table = matrix.astype(float).round(digits).astype(object).where(matrix.notna(), "–")
-    return table.reset_index(names="task").to_markdown(index=False)
 
 
 def collect_runs(store, profile: str) -> dict[str, dict]:
@@ -93,29 +59,6 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
     board["score"] = (board["forget quality"].fillna(0) + board["utility"].fillna(0)) / 2
     return board.sort_values(["base model", "score", "method"], ascending=[True, False, True]).drop(columns="score") \
         .reset_index(drop=True)
-
-
-def degradation_png(runs: dict[str, dict], kind: str, task: str, path: Path) -> Path:
-    """How task `task`'s score moves as later requests are unlearned: one line per method."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for method, run in sorted(runs.items()):
-        if task not in run["tasks"]:
-            continue
-        after = run["tasks"][run["tasks"].index(task):]
-        values = [run["metrics"].get(f"{kind}/{task}-U{y}") for y in after]
-        ax.plot(range(len(after)), [v if v is not None else float("nan") for v in values], marker="o", label=method)
-        ax.set_xticks(range(len(after)), [f"U{y}" for y in after])
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel(kind.replace("_", " "))
-    ax.set_title(f"task {task}: {kind.replace('_', ' ')} as requests accumulate", fontsize=10)
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def build_report(runs: dict[str, dict], out_dir: Path) -> dict:

@@ -171,7 +171,7 @@ def log_sequence(store, result: SequenceResult, tags: dict[str, str], artifacts_
     paraphrase results, loss curves per task, the heatmaps and the answers. Returns its id."""
     import mlflow
 
-    from .report import heatmap_png
+    from .figures import heatmap_png
 
     config = result.config
     with store.start_run(f"{config.method}-{result.order}", tags) as run:

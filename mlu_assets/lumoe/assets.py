@@ -52,6 +52,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
 @dg.asset(group_name=GROUP, partitions_def=model_partitions, deps=[lumoe_experts], kinds={"pytorch", "mlflow"},
           automation_condition=ON_NEW_INPUTS)
 def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmark_splits, raw_crawls, entity_catalog,
+                   validated_qa_pairs,
                    base_model: BaseModelRef, benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
                    mlflow: MLflowTracking) -> dg.Output[SequenceSummary]:
     """LUMoE on one base model over the requests in order of arrival (A, B, C, D, then any later
@@ -81,7 +82,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     classes = dict(zip(entity_catalog["entity_id"], entity_catalog["class_name"]))
     result, quality, reused = run_or_read_lumoe(
         work_dir, base_model.path, experts, entity_names(entity_catalog), knowledge_filter, load,
-        judge.build(benchmark.data_dir), routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir),
+        judge.build(benchmark.data_dir, validated_qa_pairs), routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir),
         config, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {config.order} is up to date, read back from {work_dir}")

@@ -93,7 +93,7 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
           check_specs=[dg.AssetCheckSpec("kept_at_least_half", asset="knowledge_filter",
                                          description="Every task side keeps at least half of its evaluation items.")])
 def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterConfig, base_model: BaseModelRef,
-                     benchmark_splits, raw_crawls, benchmark: BenchmarkSettings, judge: JudgeSettings):
+                     benchmark_splits, raw_crawls, validated_qa_pairs, benchmark: BenchmarkSettings, judge: JudgeSettings):
     """The evaluation items (all phrasing variants) this base model answers correctly: judge score
     ≥ threshold. Unlearning is measured on these only. The nightly schedule re-runs it."""
     from mlu_training.evaluation import image_loader
@@ -103,7 +103,7 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     torch_threads()
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known = filter_known(VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
-                         judge.build(benchmark.data_dir), config.threshold, config.batch_size, config.max_new_tokens)
+                         judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)
     kept, table = known.kept, known.table
     context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items")
     yield dg.Output(kept, metadata={

@@ -27,7 +27,7 @@ UnlearningSequenceConfig = config_from_dataclass(
 @dg.asset(group_name=GROUP, partitions_def=method_and_model, kinds={"pytorch", "mlflow"},
           automation_condition=ON_NEW_INPUTS, retry_policy=dg.RetryPolicy(max_retries=1))
 def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSequenceConfig, knowledge_filter,
-                        benchmark_splits, raw_crawls, base_model: BaseModelRef, benchmark: BenchmarkSettings,
+                        benchmark_splits, raw_crawls, validated_qa_pairs, base_model: BaseModelRef, benchmark: BenchmarkSettings,
                         judge: JudgeSettings, mlflow: MLflowTracking) -> dg.Output[SequenceSummary]:
     """One baseline method over the task sequence on one base model: after each task, every
     task's forget quality and utility (X-UY) on the items the base model knows. One MLflow run."""
@@ -46,7 +46,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
         context.log.info(f"{method} on {base_model.name}, {cfg.order}: step {index + 1}/{len(cfg.order)} (task {task}) {phase}")
 
     result = run_sequence(base_model.path, benchmark_splits[benchmark_splits["split"] == "train"], knowledge_filter,
-                          image_loader(raw_crawls), judge.build(benchmark.data_dir), cfg, work_dir, progress)
+                          image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), cfg, work_dir, progress)
     tags = sequence_tags("unlearning_sequence", method, cfg.order, benchmark.profile, base_model, key, judge.describe())
     summary = SequenceSummary.of(result, logged_run(mlflow.store(), result, tags, work_dir / "artifacts"), key)
     return dg.Output(summary, metadata={**sequence_metadata(summary), "work_dir": dg.MetadataValue.path(str(work_dir))})
