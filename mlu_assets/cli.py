@@ -13,40 +13,57 @@ import sys
 import time
 
 
+# What the terminal shows of the leaderboard (the report has every summary of both scores).
+CLI_COLUMNS = ["method", "base model", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
+               "worst drop utility", "router recall"]
+
+
 def _print_leaderboard(board: list[dict], html: str) -> None:
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="mlu leaderboard (after the last request; drift = the stability objective, 0 = stable)")
-    columns = list(board[0]) if board else []
-    if len({row.get("base model") for row in board}) == 1:
+    from mlu_training.report import for_display
+
+    frame = pd.DataFrame(board)
+    columns = [c for c in CLI_COLUMNS if c in frame.columns]
+    if frame.empty or frame["base model"].nunique() == 1:
         columns.remove("base model")  # one base model: the column says nothing
+    shown = for_display(frame, columns) if not frame.empty else frame
+    table = Table(title="mlu leaderboard (after the last request; [95 % interval]; drift: the stability objective, "
+                        "0 = stable)")
     for col in columns:
         table.add_column(col, justify="left" if col in ("method", "base model", "order") else "right")
-    for row in board:
-        table.add_row(*["–" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v))
-                        for v in (row[c] for c in columns)])
-    Console().print(table)
+    for row in shown.itertuples(index=False):
+        table.add_row(*map(str, row))
+    Console(width=200).print(table)
     print(f"report: {html}")
 
 
-def main_job_plan(model: str, methods: list[str]) -> list[tuple[str, str, object]]:
-    """(what, job name, partition key) of each run of the main job, in order."""
+def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tuple[str, str, object, dict]]:
+    """(what, job name, partition key, run config) of each run of the main job, in order: every
+    baseline and LUMoE (its experts, then its sequence) once per seed, then the report, which pools
+    the seeds. A seed is the `training.seed` of the Launchpad config: finished seeds are reused."""
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
 
-    return [("the benchmark group", "benchmark_job", None),
-            (f"the base model {model!r}", "base_model_job", model),
-            *((f"unlearning with {m}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}))
-              for m in methods),
-            *((f"the expert of task {t}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}))
-              for t in TASKS),
-            ("LUMoE's sequence", "lumoe_job", model),
-            ("the report", "report_job", None)]
+    def seeded(asset: str, seed: int) -> dict:
+        return {"ops": {asset: {"config": {"training": {"seed": seed}}}}}
+
+    plan = [("the benchmark group", "benchmark_job", None, {}),
+            (f"the base model {model!r}", "base_model_job", model, {})]
+    for seed in seeds:
+        tag = f" (seed {seed})" if len(seeds) > 1 else ""
+        plan += [(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
+                  seeded("unlearning_sequence", seed)) for m in methods]
+        plan += [(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
+                  seeded("lumoe_experts", seed)) for t in TASKS]
+        plan.append((f"LUMoE's sequence{tag}", "lumoe_job", model, {}))
+    return plan + [("the report", "report_job", None, {})]
 
 
-def run(methods: list[str]) -> int:
+def run(methods: list[str], seeds: list[int] = (0,)) -> int:
     import os
 
     import dagster as dg
@@ -67,10 +84,11 @@ def run(methods: list[str]) -> int:
 
     started = time.perf_counter()
     result = None
-    for what, job, partition in main_job_plan(model, methods):
+    for what, job, partition, run_config in main_job_plan(model, methods, list(seeds)):
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
-        result = defs.get_job_def(job).execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+        result = defs.get_job_def(job).execute_in_process(run_config=run_config, instance=instance, partition_key=partition,
+                                                          raise_on_error=False)
         if not result.success:
             print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
@@ -113,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="the main job")
     p_run.add_argument("--methods", default=",".join(METHODS),
                        help=f"baselines to run, comma-separated, of {', '.join(METHODS)} ('' for none)")
+    p_run.add_argument("--seeds", default="0", help="training seeds, comma-separated (e.g. 0,1,2): every method runs "
+                       "once per seed, the report pools them; finished seeds are reused")
     p_req = sub.add_parser("request", help="file an unlearning request (the Dagster sensor picks it up)")
     p_req.add_argument("id", help="the request's id (letters, digits, '.', '_', '-')")
     p_req.add_argument("entities", nargs="+", help="names of the entities to forget")
@@ -124,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             parser.error(f"unknown method(s) {', '.join(unknown)}")
-        return run(methods)
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--seeds {args.seeds!r}: whole numbers, comma-separated")
+        return run(methods, seeds or [0])
     return 2
 
 

@@ -15,6 +15,10 @@ TASKS = ("A", "B", "C", "D")  # the benchmark's four requests, in the paper's or
 DEFAULT_ORDER = "".join(TASKS)
 FORGET, RETAIN = "forget", "retain"
 ROLES = (FORGET, RETAIN)
+# The two scores of the tracking contract, and the role of the items each is computed over:
+# forget quality (the refusal score) on forget items, utility (correctness) on retain items.
+SCORE_ROLE = {"forget_quality": FORGET, "utility": RETAIN}
+KINDS = tuple(SCORE_ROLE)
 # The class folder names exactly as the image paths spell them.
 CLASSES = ("Animals", "Astronomy", "Buildings", "Cartoon", "Corporation", "Movies",
            "Personage", "Plants", "TV series")

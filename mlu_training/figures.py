@@ -17,8 +17,10 @@ def _pyplot():
     return plt
 
 
-def heatmap_png(matrix: pd.DataFrame, title: str, path: Path) -> Path:
-    """An X-UY matrix (rows: task evaluated, columns: after unlearning) as a PNG, values printed."""
+def heatmap_png(matrix: pd.DataFrame, title: str, path: Path, low: pd.DataFrame | None = None,
+                high: pd.DataFrame | None = None) -> Path:
+    """An X-UY matrix (rows: task evaluated, columns: after unlearning) as a PNG, values printed,
+    each with its 95 % interval beneath when `low` and `high` (same shape) are given."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(matrix.columns), 1.0 + 0.7 * len(matrix.index)), dpi=110)
     values = matrix.astype(float).to_numpy()
@@ -28,8 +30,11 @@ def heatmap_png(matrix: pd.DataFrame, title: str, path: Path) -> Path:
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if pd.notna(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
-                        color="white" if values[i, j] < 0.6 else "black", fontsize=9)
+                text = f"{values[i, j]:.2f}"
+                if low is not None and high is not None and pd.notna(low.iat[i, j]) and pd.notna(high.iat[i, j]):
+                    text += f"\n[{low.iat[i, j]:.2f}, {high.iat[i, j]:.2f}]"
+                ax.text(j, i, text, ha="center", va="center",
+                        color="white" if values[i, j] < 0.6 else "black", fontsize=9 if "\n" not in text else 7)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -44,17 +49,18 @@ def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
     return table.reset_index(names="task").to_markdown(index=False)
 
 
-def degradation_png(runs: dict[str, dict], kind: str, task: str, path: Path) -> Path:
-    """How task `task`'s score moves as later requests are unlearned: one line per method."""
+def degradation_png(curves: dict[str, tuple[list[str], list, list, list]], kind: str, task: str, path: Path) -> Path:
+    """How task `task`'s score moves as later requests are unlearned: one line per method, its
+    95 % interval as a band. `curves`: method -> (requests after task, values, lows, highs)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for method, run in sorted(runs.items()):
-        if task not in run["tasks"]:
-            continue
-        after = run["tasks"][run["tasks"].index(task):]
-        values = [run["metrics"].get(f"{kind}/{task}-U{y}") for y in after]
-        ax.plot(range(len(after)), [v if v is not None else float("nan") for v in values], marker="o", label=method)
-        ax.set_xticks(range(len(after)), [f"U{y}" for y in after])
+    nan = float("nan")
+    for method, (after, values, lows, highs) in sorted(curves.items()):
+        xs = range(len(after))
+        line, = ax.plot(xs, [nan if v is None else v for v in values], marker="o", label=method)
+        ax.fill_between(xs, [nan if v is None else v for v in lows], [nan if v is None else v for v in highs],
+                        color=line.get_color(), alpha=0.12, linewidth=0)
+        ax.set_xticks(xs, [f"U{y}" for y in after])
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(kind.replace("_", " "))
     ax.set_title(f"task {task}: {kind.replace('_', ' ')} as requests accumulate", fontsize=10)

@@ -56,9 +56,15 @@ class UnlearningConfig:
             raise ValueError(f"order {self.order!r}: a permutation of tasks {''.join(sorted(tasks))} is needed")
 
 
-def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str, eval_digest: str, judge: str) -> str:
-    """What a finished sequence depends on: a step is reused only when all of it is unchanged."""
-    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, eval_digest, judge],
+def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str, eval_digest: str, judge: str,
+                 ignore_seed: bool = False) -> str:
+    """What a finished sequence depends on: a step is reused only when all of it is unchanged (so a
+    finished seed is reused, and another seed is a sequence of its own). With `ignore_seed`: what
+    runs with different seeds share, the key the report pools seeds by (the config key)."""
+    settings = config.as_dict()
+    if ignore_seed:
+        settings["training"] = {**settings["training"], "seed": None}
+    return hashlib.sha256(json.dumps([settings, base_model_key, data_digest, eval_digest, judge],
                                      sort_keys=True).encode()).hexdigest()
 
 

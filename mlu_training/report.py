@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import degradation_png, heatmap_png
-from .sequences import KINDS, SEQUENCE_RUN_KINDS, final_values, matrix_from_metrics, parse_order, stability_metric
+from .sequences import (KINDS, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low, final_values,
+                        matrix_from_metrics, parse_order, stability_metric, summary_metric, xuy_metric)
 
 
 @dataclass(frozen=True)
@@ -22,43 +23,123 @@ class Report:
     mlflow_run_id: str
 
 
+def _config_key(run) -> str:
+    return run.data.tags.get("mlu.config_key") or run.data.tags.get("mlu.sequence_key", run.info.run_id)
+
+
 def collect_runs(store, profile: str) -> dict[str, dict]:
     """The newest finished sequence run of each method (baselines and LUMoE) on each base model
-    for the profile, labelled by method (and base model, when there are several)."""
-    newest: dict[tuple[str, str], dict] = {}
-    for run in store.search_runs({"mlu.profile": profile}):
+    for the profile, labelled by method (and base model, when there are several). When the newest
+    run's configuration also ran with other seeds (tag mlu.config_key), the newest run of each seed
+    is pooled: the metrics are recomputed over every seed's answers, so the scores are the means
+    over seeds and every interval resamples the seeds too."""
+    groups: dict[tuple[str, str], list] = {}
+    for run in store.search_runs({"mlu.profile": profile}):  # newest first
         tags = run.data.tags
-        key = (tags.get("mlu.model", ""), tags.get("mlu.method", ""))
-        if tags.get("mlu.kind") not in SEQUENCE_RUN_KINDS or key in newest:
-            continue
-        order = tags["mlu.order"]
-        newest[key] = {"run_id": run.info.run_id, "model": key[0], "method": key[1], "order": order,
-                       "tasks": parse_order(order), "metrics": run.data.metrics}
+        if tags.get("mlu.kind") in SEQUENCE_RUN_KINDS:
+            groups.setdefault((tags.get("mlu.model", ""), tags.get("mlu.method", "")), []).append(run)
+    newest: dict[tuple[str, str], dict] = {}
+    for key, runs in groups.items():
+        head = runs[0]
+        order = head.data.tags["mlu.order"]
+        by_seed: dict[str, object] = {}
+        for run in runs:
+            if _config_key(run) == _config_key(head) and run.data.tags["mlu.order"] == order:
+                by_seed.setdefault(run.data.tags.get("mlu.seed", "0"), run)
+        entry = {"run_id": head.info.run_id, "model": key[0], "method": key[1], "order": order,
+                 "tasks": parse_order(order), "metrics": head.data.metrics, "seeds": sorted(by_seed, key=str)}
+        if len(by_seed) > 1:
+            entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"], head.data.metrics)
+        newest[key] = entry
     several = len({model for model, _ in newest}) > 1
     return {(f"{method} on {model}" if several else method): run for (model, method), run in sorted(newest.items())}
 
 
+def pooled_metrics(store, runs_by_seed: dict, method: str, tasks: list[str], head_metrics: dict) -> dict[str, float]:
+    """A sequence's metrics over several seeds: every seed's answers (its run's answers.jsonl)
+    pooled with a `seed` column; LUMoE's router measures are the newest run's."""
+    frames = []
+    for seed, run in sorted(runs_by_seed.items()):
+        path = store.download(f"runs:/{run.info.run_id}/answers/answers.jsonl")
+        frames.append(pd.read_json(path, lines=True, dtype={"task": str, "unlearned": str}).assign(seed=seed))
+    pooled = pd.concat(frames, ignore_index=True)
+    pooled["score"] = pooled["score"].astype("Int64")
+    result = SequenceResult(PooledSeeds(method, tuple(tasks), tuple(sorted(runs_by_seed))), pooled)
+    return {**{k: v for k, v in head_metrics.items() if k.startswith("router/")}, **result.metrics()}
+
+
+SHORT = {"forget_quality": "FQ", "utility": "utility"}
+SUMMARY_LABEL = {"last": "last", "bwt": "BWT", "worst_drop": "worst drop"}
+
+
+def _interval(metrics: dict, name: str) -> tuple:
+    return metrics.get(ci_low(name)), metrics.get(ci_high(name))
+
+
 def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
-    """Per method: the mean over tasks after the last request, stability, router quality (LUMoE)."""
+    """Per method: the mean over tasks after the last request (= summary `average`), stability,
+    the continual-learning summaries, router quality (LUMoE); every score with its 95 % interval
+    in the columns `<name> low` and `<name> high` (runs logged before intervals have none)."""
     rows = []
     for method, run in runs.items():
-        last = run["tasks"][-1]
-        fq = matrix_from_metrics(run["metrics"], "forget_quality", run["tasks"])[f"U{last}"].dropna()
-        ut = matrix_from_metrics(run["metrics"], "utility", run["tasks"])[f"U{last}"].dropna()
-        m = run["metrics"]
-        precision = final_values(m, "router/precision", run["tasks"])
-        recall = final_values(m, "router/recall", run["tasks"])
-        rows.append({"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
-                     "forget quality": fq.mean() if len(fq) else None, "utility": ut.mean() if len(ut) else None,
-                     "drift FQ": m.get(stability_metric("forget_quality")), "drift utility": m.get(stability_metric("utility")),
-                     "router prec.": sum(precision) / len(precision) if precision else None,
-                     "router recall": sum(recall) / len(recall) if recall else None})
+        m, tasks = run["metrics"], run["tasks"]
+        last = tasks[-1]
+        precision = final_values(m, "router/precision", tasks)
+        recall = final_values(m, "router/recall", tasks)
+        row = {"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
+               "seeds": ",".join(run.get("seeds", [])) or "–"}
+        for kind, label in (("forget_quality", "forget quality"), ("utility", "utility")):
+            final = matrix_from_metrics(m, kind, tasks)[f"U{last}"].dropna()
+            row[label] = final.mean() if len(final) else None
+            row[f"{label} low"], row[f"{label} high"] = _interval(m, summary_metric(kind, "average"))
+        row["drift FQ"], row["drift utility"] = m.get(stability_metric("forget_quality")), m.get(stability_metric("utility"))
+        for kind in KINDS:
+            for summary, label in SUMMARY_LABEL.items():
+                name = summary_metric(kind, summary)
+                column = f"{label} {SHORT[kind]}"
+                row[column] = m.get(name)
+                row[f"{column} low"], row[f"{column} high"] = _interval(m, name)
+        row["router prec."] = sum(precision) / len(precision) if precision else None
+        row["router recall"] = sum(recall) / len(recall) if recall else None
+        rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
         return board
     board["score"] = (board["forget quality"].fillna(0) + board["utility"].fillna(0)) / 2
     return board.sort_values(["base model", "score", "method"], ascending=[True, False, True]).drop(columns="score") \
         .reset_index(drop=True)
+
+
+def _number(v) -> str:
+    return "–" if v is None or v != v else f"{v:.2f}"
+
+
+def for_display(board: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The leaderboard as text: each score with its interval, `0.38 [0.10, 0.66]`."""
+    names = [c for c in board.columns if not (c.endswith(" low") or c.endswith(" high"))]
+    out = pd.DataFrame(index=board.index)
+    for c in columns or names:
+        if c in ("method", "base model", "order", "seeds"):
+            out[c] = board[c]
+        elif f"{c} low" in board.columns:
+            out[c] = [_number(v) if lo is None or lo != lo else f"{_number(v)} [{_number(lo)}, {_number(hi)}]"
+                      for v, lo, hi in zip(board[c], board[f"{c} low"], board[f"{c} high"])]
+        else:
+            out[c] = [_number(v) for v in board[c]]
+    return out
+
+
+def degradation_curves(runs: dict[str, dict], kind: str, task: str) -> dict:
+    """method -> (requests from `task` on, values, lows, highs) of task `task`'s score."""
+    curves = {}
+    for method, run in runs.items():
+        if task in run["tasks"]:
+            after = run["tasks"][run["tasks"].index(task):]
+            names = [xuy_metric(kind, task, y) for y in after]
+            m = run["metrics"]
+            curves[method] = (after, [m.get(n) for n in names], [m.get(ci_low(n)) for n in names],
+                              [m.get(ci_high(n)) for n in names])
+    return curves
 
 
 def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
@@ -72,12 +153,16 @@ def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
     first = next(iter(runs.values()))["tasks"][0] if runs else "A"
     for kind in KINDS:
         figures.append((f"Degradation of task {first}: {kind.replace('_', ' ')}",
-                        degradation_png(runs, kind, first, out_dir / f"degradation_{kind}_{first}.png")))
+                        degradation_png(degradation_curves(runs, kind, first), kind, first,
+                                        out_dir / f"degradation_{kind}_{first}.png")))
     for method, run in sorted(runs.items()):
         for kind in KINDS:
             figures.append((f"{method}: {kind.replace('_', ' ')} X-UY",
                             heatmap_png(matrix_from_metrics(run["metrics"], kind, run["tasks"]),
-                                        f"{method} {kind.replace('_', ' ')} (X-UY)", out_dir / f"{method.replace(' ', '_')}_{kind}.png")))
+                                        f"{method} {kind.replace('_', ' ')} (X-UY, 95 % CI)",
+                                        out_dir / f"{method.replace(' ', '_')}_{kind}.png",
+                                        matrix_from_metrics(run["metrics"], kind, run["tasks"], "low"),
+                                        matrix_from_metrics(run["metrics"], kind, run["tasks"], "high"))))
     images = "\n".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, p in figures)
@@ -86,8 +171,12 @@ def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:8px}}</style></head>
 <body><h1>mlu: lifelong unlearning report</h1>
 <p>Forget quality: refusal score on forget sets; utility: correctness on retain sets; both the mean over tasks
-after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_T,t)|, 0 = stable.</p>
-<h2>Leaderboard</h2>{board.to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–")}
+after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_T,t)|, 0 = stable. Last: the last
+task after its own request; BWT (backward transfer): mean over earlier tasks of P(M_T,t) − P(M_t,t); worst drop:
+the largest fall of any task from right after its request to the end. [a, b]: the 95 % interval of a cluster
+bootstrap over entities and the questions about them (phrasings of one question share an answer, so they are
+resampled together), and over seeds when there are several.</p>
+<h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}
 <h2>Figures</h2>{images}</body></html>"""
     html_path = out_dir / "report.html"
     from .paths import atomic_write_bytes

@@ -9,16 +9,18 @@ X-UY is task X evaluated after unlearning request Y; it exists once X has been u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 
-from .benchmark import FORGET, RETAIN
+from .benchmark import FORGET, KINDS, RETAIN, SCORE_ROLE
 from .metrics import score_ratio
 
-KINDS = ("forget_quality", "utility")  # the two scores of the tracking contract
-ROLE_OF = {"forget_quality": FORGET, "utility": RETAIN}  # forget quality on forget items, utility on retain items
+ROLE_OF = SCORE_ROLE
+CI_LEVEL = 0.95  # every interval mlu reports
+N_BOOT = 1000
 SEQUENCE_RUN_KINDS = ("unlearning_sequence", "lumoe_sequence")  # tag mlu.kind of a sequence's run
 
 
@@ -33,6 +35,19 @@ def stability_metric(kind: str) -> str:
     return f"stability/{kind}"
 
 
+def summary_metric(kind: str, summary: str) -> str:
+    """`summary/utility/bwt`: a continual-learning summary of one kind (stats.SUMMARIES)."""
+    return f"summary/{kind}/{summary}"
+
+
+def ci_low(metric: str) -> str:
+    return f"{metric}/ci_low"
+
+
+def ci_high(metric: str) -> str:
+    return f"{metric}/ci_high"
+
+
 def format_order(tasks) -> str:
     """A request order as a tag: `ABCD` for task letters, `A,B,C,D,forget-taylor` otherwise."""
     tasks = list(tasks)
@@ -44,12 +59,13 @@ def parse_order(order: str) -> list[str]:
 
 
 def sequence_tags(kind: str, method: str, order: str, profile: str, base_model, sequence_key: str, judge: str,
-                  **extra: str) -> dict[str, str]:
-    """The tags of a sequence's run: what the report selects and labels rows by."""
+                  seed: int | str = 0, config_key: str | None = None, **extra: str) -> dict[str, str]:
+    """The tags of a sequence's run: what the report selects, labels rows by, and pools seeds by
+    (runs of one config key and different seeds are one experiment repeated)."""
     assert kind in SEQUENCE_RUN_KINDS, kind
     return {"mlu.kind": kind, "mlu.method": method, "mlu.order": order, "mlu.profile": profile,
             "mlu.base_model": base_model.model_uri, "mlu.model": base_model.name, "mlu.sequence_key": sequence_key,
-            "mlu.judge": judge, **extra}
+            "mlu.judge": judge, "mlu.seed": str(seed), "mlu.config_key": config_key or sequence_key, **extra}
 
 
 # -- the result -------------------------------------------------------------------------------
@@ -63,6 +79,22 @@ class SequenceConfig(Protocol):
     def as_dict(self) -> dict: ...
 
     def params(self) -> dict: ...  # flat, for MLflow
+
+
+@dataclass(frozen=True)
+class PooledSeeds:
+    """The config of one sequence repeated with several seeds, pooled (a `seed` column in the
+    evaluations): its matrices are over every seed's answers, its intervals resample seeds too."""
+
+    method: str
+    tasks: tuple[str, ...]
+    seeds: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "tasks": ",".join(self.tasks), "seeds": ",".join(self.seeds)}
+
+    def params(self) -> dict:
+        return self.as_dict()
 
 
 @dataclass
@@ -80,6 +112,20 @@ class SequenceResult:
     @property
     def order(self) -> str:
         return format_order(self.tasks)
+
+    @cached_property
+    def intervals(self) -> dict:
+        """metric name -> stats.Interval: every X-UY score and every continual-learning summary,
+        with a 95 % interval from the entity/question (and seed) cluster bootstrap of stats.py."""
+        from .stats import cell_intervals, summaries
+
+        out = {}
+        for kind in KINDS:
+            for (x, y), interval in cell_intervals(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
+                out[xuy_metric(kind, x, y)] = interval
+            for name, interval in summaries(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
+                out[summary_metric(kind, name)] = interval
+        return out
 
     def matrix(self, kind: str) -> pd.DataFrame:
         """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
@@ -126,13 +172,20 @@ class SequenceResult:
             if value is not None:
                 out[f"paraphrase/{kind}/v{int(variant)}"] = value
         out["judge/missing"] = float(self.evaluations["score"].isna().sum())
+        for name, interval in self.intervals.items():
+            if name.startswith("summary/") and interval.value is not None:
+                out[name] = interval.value
+            if interval.low is not None and (name in out):
+                out[ci_low(name)], out[ci_high(name)] = interval.low, interval.high
         return out
 
 
-def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str]) -> pd.DataFrame:
-    """An X-UY matrix read back from a run's metrics (the inverse of SequenceResult.metrics):
-    looked up by formatted name, so request ids with '-' in them read back unambiguously."""
-    table = {f"U{y}": {x: metrics.get(xuy_metric(kind, x, y)) for x in tasks} for y in tasks}
+def matrix_from_metrics(metrics: dict[str, float], kind: str, tasks: list[str], bound: str | None = None) -> pd.DataFrame:
+    """An X-UY matrix read back from a run's metrics (the inverse of SequenceResult.metrics), or
+    its interval's `bound` ("low" | "high"): looked up by formatted name, so request ids with '-'
+    in them read back unambiguously."""
+    name = {None: xuy_metric, "low": lambda *a: ci_low(xuy_metric(*a)), "high": lambda *a: ci_high(xuy_metric(*a))}[bound]
+    table = {f"U{y}": {x: metrics.get(name(kind, x, y)) for x in tasks} for y in tasks}
     return pd.DataFrame(table).reindex(tasks)
 
 
@@ -176,12 +229,14 @@ def log_sequence(store, result: SequenceResult, tags: dict[str, str], artifacts_
     config = result.config
     with store.start_run(f"{config.method}-{result.order}", tags) as run:
         mlflow.log_params(config.params())
-        mlflow.log_metrics(result.metrics() | (extra_metrics or {}))
+        mlflow.log_metrics(result.metrics() | (extra_metrics or {}))  # computed once: cached intervals
         store.log_curves(run.info.run_id, {f"train/loss/U{task}": v for task, v in result.losses.items()})
         artifacts_dir = Path(artifacts_dir)
+        metrics = result.metrics()
         for kind in KINDS:
-            heatmap_png(result.matrix(kind), f"{config.method} {kind.replace('_', ' ')} (X-UY)",
-                        artifacts_dir / f"{kind}_heatmap.png")
+            heatmap_png(result.matrix(kind), f"{config.method} {kind.replace('_', ' ')} (X-UY, 95 % CI)",
+                        artifacts_dir / f"{kind}_heatmap.png", matrix_from_metrics(metrics, kind, list(result.tasks), "low"),
+                        matrix_from_metrics(metrics, kind, list(result.tasks), "high"))
             mlflow.log_artifact(str(artifacts_dir / f"{kind}_heatmap.png"), "heatmaps")
         answers = artifacts_dir / "answers.jsonl"
         result.evaluations.to_json(answers, orient="records", lines=True, force_ascii=False)

@@ -72,14 +72,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .benchmark import FORGET, RETAIN
+from .benchmark import SCORE_ROLE
 from .metrics import MAX_SCORE
 
 __all__ = ["Interval", "score_ci", "cell_intervals", "summaries", "item_bootstrap_ci", "SUMMARIES"]
 
-# The kind of an X-UY score and the role of the items it is computed over (as sequences.ROLE_OF;
-# spelled here so that sequences may import this module without a cycle).
-_ROLE_OF = {"forget_quality": FORGET, "utility": RETAIN}
+_ROLE_OF = SCORE_ROLE
 SUMMARIES = ("average", "last", "bwt", "worst_drop")
 
 

@@ -75,6 +75,17 @@ def test_metric_names_follow_the_order(tiny_base, data, tmp_path):
         assert f"stability/{kind}" in names
     assert {"rouge_l/forget/B-UB", "rouge_l/retain/A-UA", "paraphrase/forget_quality/v0", "judge/missing"} <= names
     assert list(result.losses) == ["B", "A"] and all(len(v) == 2 for v in result.losses.values())
+    # Every score has its 95 % interval; the continual-learning summaries are there with theirs.
+    metrics = result.metrics()
+    for name, value in metrics.items():
+        if name.split("/")[0] in ("forget_quality", "utility") and not name.endswith(("ci_low", "ci_high")):
+            assert metrics[f"{name}/ci_low"] <= value <= metrics[f"{name}/ci_high"], name
+    for kind in ("forget_quality", "utility"):
+        for summary in ("average", "last", "bwt", "worst_drop"):
+            assert f"summary/{kind}/{summary}/ci_low" in metrics
+        final = [metrics[f"{kind}/{x}-UA"] for x in "BA" if f"{kind}/{x}-UA" in metrics]
+        assert metrics[f"summary/{kind}/average"] == pytest.approx(sum(final) / len(final))
+        assert metrics[f"summary/{kind}/bwt"] == pytest.approx(metrics[f"{kind}/B-UA"] - metrics[f"{kind}/B-UB"])
     assert result.evaluations["score"].notna().all()  # the local judge is never missing
 
 
@@ -83,7 +94,8 @@ def test_stability_and_matrices_from_scores():
     # Forget quality of task A: 1.0 right after A, 0.5 at the end; task B: 0.25 then 0.25.
     for unlearned, task, scores in [("A", "A", [2, 2]), ("B", "A", [1, 1]), ("B", "B", [1, 0])]:
         for s in scores:
-            rows.append({"unlearned": unlearned, "task": task, "role": "forget", "variant": 0, "score": s, "rouge_l": 0.0})
+            rows.append({"unlearned": unlearned, "task": task, "role": "forget", "variant": 0, "score": s, "rouge_l": 0.0,
+                         "entity_id": f"e{task}", "answer": f"answer {len(rows) % 2}"})
     frame = pd.DataFrame(rows).astype({"score": "Int64"})
     result = SequenceResult(UnlearningConfig(method="ga", order="AB"), frame)
     m = result.matrix("forget_quality")
@@ -93,10 +105,12 @@ def test_stability_and_matrices_from_scores():
 
 def test_missing_judgements_are_left_out_not_zero():
     frame = pd.DataFrame({"unlearned": ["A"] * 3, "task": ["A"] * 3, "role": ["retain"] * 3, "variant": [0] * 3,
-                          "score": pd.array([2, None, None], dtype="Int64"), "rouge_l": [1.0, 0.0, 0.0]})
+                          "score": pd.array([2, None, None], dtype="Int64"), "rouge_l": [1.0, 0.0, 0.0],
+                          "entity_id": ["e1", "e1", "e2"], "answer": ["x", "y", "z"]})
     result = SequenceResult(UnlearningConfig(method="ga", order="A"), frame)
     assert result.matrix("utility").loc["A", "UA"] == 1.0
     assert result.metrics()["judge/missing"] == 2.0
+    assert result.intervals["utility/A-UA"].n_clusters == 1  # the missing ones are not a cluster either
 
 
 def test_orders_must_be_permutations(data, tmp_path):
@@ -105,3 +119,55 @@ def test_orders_must_be_permutations(data, tmp_path):
         run_sequence("unused", train, evaluation, load, LocalJudge(), UnlearningConfig(method="ga", order="AAB"), tmp_path)
     with pytest.raises(ValueError, match="permutation"):
         run_sequence("unused", train, evaluation, load, LocalJudge(), UnlearningConfig(method="ga", order="AZ"), tmp_path)
+
+
+def test_the_leaderboard_shows_every_score_with_its_interval():
+    from mlu_training.report import for_display, leaderboard
+
+    metrics = {"forget_quality/A-UA": 0.5, "forget_quality/A-UB": 0.25, "forget_quality/B-UB": 0.75,
+               "utility/A-UA": 1.0, "utility/A-UB": 0.5, "utility/B-UB": 0.5,
+               "summary/forget_quality/average": 0.5, "summary/forget_quality/average/ci_low": 0.2,
+               "summary/forget_quality/average/ci_high": 0.8, "summary/utility/worst_drop": 0.5,
+               "summary/utility/worst_drop/ci_low": 0.0, "summary/utility/worst_drop/ci_high": 1.0}
+    runs = {"ga": {"method": "ga", "model": "tiny", "order": "AB", "tasks": ["A", "B"], "metrics": metrics}}
+    board = leaderboard(runs)
+    assert board.loc[0, "forget quality"] == 0.5 and board.loc[0, "utility"] == 0.5  # means of the last column
+    shown = for_display(board, ["method", "forget quality", "utility", "worst drop utility"])
+    assert list(shown.iloc[0]) == ["ga", "0.50 [0.20, 0.80]", "0.50", "0.50 [0.00, 1.00]"]  # no interval logged: none shown
+
+
+def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base, data, tmp_path):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mlu_training.lifelong import sequence_key
+    from mlu_training.mlflow_store import MlflowStore
+    from mlu_training.report import collect_runs
+    from mlu_training.sequences import logged_run, sequence_tags
+
+    train, evaluation, load = data
+    store = MlflowStore(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    base = SimpleNamespace(model_uri="models:/mlu-base-model/1", name="tiny")
+    metrics, keys = {}, {}
+    for seed in (0, 1):
+        config = replace(CONFIG, training=replace(CONFIG.training, seed=seed))
+        inputs = (config, "base", "data", "items", "judge")
+        keys[seed] = (sequence_key(*inputs), sequence_key(*inputs, ignore_seed=True))
+        result = run_sequence(str(tiny_base.path), train, evaluation, load, LocalJudge(), config, tmp_path / str(seed))
+        metrics[seed] = result.metrics()
+        tags = sequence_tags("unlearning_sequence", "gd", config.order, "tiny", base, keys[seed][0], "judge",
+                             seed=seed, config_key=keys[seed][1])
+        logged_run(store, result, tags, tmp_path / f"artifacts-{seed}")
+    assert keys[0][0] != keys[1][0] and keys[0][1] == keys[1][1]  # two sequences, one configuration
+    again = run_sequence(str(tiny_base.path), train, evaluation, load, LocalJudge(),
+                         replace(CONFIG, training=replace(CONFIG.training, seed=1)), tmp_path / "1")
+    assert again.resumed_from == 2  # a finished seed is read back, not run again
+
+    [entry] = collect_runs(store, "tiny").values()
+    assert entry["seeds"] == ["0", "1"]
+    pooled = entry["metrics"]
+    cells = [n for n in metrics[0] if n.split("/")[0] in ("forget_quality", "utility") and "/ci_" not in n]
+    assert cells
+    for name in cells:  # the same items judged under each seed: the pooled score is the mean over seeds
+        assert pooled[name] == pytest.approx((metrics[0][name] + metrics[1][name]) / 2)
+        assert pooled[f"{name}/ci_low"] <= pooled[name] <= pooled[f"{name}/ci_high"]

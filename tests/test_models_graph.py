@@ -95,8 +95,11 @@ def test_base_model_and_knowledge_filter(tmp_path):
     for kind, role in (("forget_quality", "forget"), ("utility", "retain")):
         known = set(kept.loc[kept["role"] == role, "task"])  # a task side the base model knows nothing of has no score
         expected = {f"{kind}/{x}-U{y}" for x, y in (("B", "B"), ("B", "A"), ("A", "A")) if x in known}
-        logged = {m for m in run.data.metrics if m.startswith(kind + "/")}
+        logged = {m for m in run.data.metrics if m.startswith(kind + "/") and not m.endswith(("/ci_low", "/ci_high"))}
         assert logged == expected and f"stability/{kind}" in run.data.metrics
+        for name in logged:  # every score with its 95 % interval, in MLflow
+            assert run.data.metrics[f"{name}/ci_low"] <= run.data.metrics[name] <= run.data.metrics[f"{name}/ci_high"]
+        assert {f"summary/{kind}/{s}" for s in ("average", "last", "bwt", "worst_drop")} <= set(run.data.metrics)
         for name in logged:
             x, y = name.split("/")[1].split("-")
             assert run.data.metrics[name] == getattr(value, kind)[y][x] and 0.0 <= run.data.metrics[name] <= 1.0

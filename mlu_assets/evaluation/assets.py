@@ -19,7 +19,7 @@ def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Re
     MLflow run carrying them."""
     import base64
 
-    from mlu_training.report import publish_report
+    from mlu_training.report import for_display, publish_report
 
     built = publish_report(mlflow.store(), benchmark.profile, benchmark.path("report"))
     if built is None:
@@ -28,6 +28,6 @@ def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Re
     curves = "\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
                          for p in figures[:2])
     return dg.Output(value, metadata={
-        "leaderboard": dg.MetadataValue.md(board.to_markdown(index=False, floatfmt=".2f")),
+        "leaderboard": dg.MetadataValue.md(for_display(board).to_markdown(index=False)),
         "degradation_curves": dg.MetadataValue.md(curves), "html": dg.MetadataValue.path(value.html),
         "methods": len(board), "mlflow_run_id": value.mlflow_run_id})

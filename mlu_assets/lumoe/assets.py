@@ -74,8 +74,10 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     if not order:
         raise dg.Failure(f"no expert registered for base model {base_model.name}: materialize lumoe_experts first")
     config = LumoeConfig(tasks=tuple(order), router=routing.backend)
-    key = lumoe_key(config, base_model.key, base_model.data_digest, [experts[t].key for t in order],
-                    splits_digest(knowledge_filter), judge.describe())
+    shared = (config, base_model.key, base_model.data_digest)
+    rest = (splits_digest(knowledge_filter), judge.describe())
+    key = lumoe_key(*shared, [experts[t].key for t in order], *rest)
+    seeds = sorted({experts[t].seed for t in order})  # the experts' seeds: one, unless requests were trained apart
     work_dir = benchmark.path("lumoe", base_model.name, key[:16])
     load = image_loader(raw_crawls)
     train = benchmark_splits[benchmark_splits["split"] == "train"]
@@ -87,6 +89,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {config.order} is up to date, read back from {work_dir}")
     tags = sequence_tags("lumoe_sequence", "lumoe", config.order, benchmark.profile, base_model, key, judge.describe(),
+                         seed=",".join(seeds), config_key=lumoe_key(*shared, [experts[t].config_key for t in order], *rest),
                          **{"mlu.router": routing.backend})
     run_id = logged_run(store, result, tags, work_dir / "artifacts", extra_metrics=router_metrics(quality))
     summary = SequenceSummary.of(result, run_id, key, router=quality)

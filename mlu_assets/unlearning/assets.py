@@ -39,7 +39,8 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     method = context.partition_key.keys_by_dimension["method"]
     values = config.model_dump()
     cfg = dataclass_from_config(UnlearningConfig, values, method=method, method_args=values["method_args"].get(method, {}))
-    key = sequence_key(cfg, base_model.key, base_model.data_digest, splits_digest(knowledge_filter), judge.describe())
+    inputs = (cfg, base_model.key, base_model.data_digest, splits_digest(knowledge_filter), judge.describe())
+    key = sequence_key(*inputs)
     work_dir = benchmark.path("sequences", method, key[:16])
 
     def progress(index: int, task: str, phase: str) -> None:
@@ -47,6 +48,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
 
     result = run_sequence(base_model.path, benchmark_splits[benchmark_splits["split"] == "train"], knowledge_filter,
                           image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), cfg, work_dir, progress)
-    tags = sequence_tags("unlearning_sequence", method, cfg.order, benchmark.profile, base_model, key, judge.describe())
+    tags = sequence_tags("unlearning_sequence", method, cfg.order, benchmark.profile, base_model, key, judge.describe(),
+                         seed=cfg.training.seed, config_key=sequence_key(*inputs, ignore_seed=True))
     summary = SequenceSummary.of(result, logged_run(mlflow.store(), result, tags, work_dir / "artifacts"), key)
     return dg.Output(summary, metadata={**sequence_metadata(summary), "work_dir": dg.MetadataValue.path(str(work_dir))})

@@ -46,11 +46,17 @@ class Expert:
     losses: list[float]
     key: str
     reused: bool = False
+    seed: int = 0
+    config_key: str = ""  # the key without the seed: experts of one configuration trained with other seeds share it
 
 
-def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str) -> str:
+def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str,
+               ignore_seed: bool = False) -> str:
     content = sorted(zip(forget_rows["qa_id"], forget_rows["answer"]))
-    return hashlib.sha256(json.dumps([task, content, config.as_dict(), base_model_key], sort_keys=True).encode()).hexdigest()
+    settings = config.as_dict()
+    if ignore_seed:
+        settings["training"] = {**settings["training"], "seed": None}
+    return hashlib.sha256(json.dumps([task, content, settings, base_model_key], sort_keys=True).encode()).hexdigest()
 
 
 def train_expert(base_model_path: str, base_model_key: str, task: str, forget_rows: pd.DataFrame,
@@ -64,10 +70,12 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
         raise ValueError(f"expert {task}: no forget rows to learn from")
     entities = sorted(forget_rows["entity_id"].unique())
     key = expert_key(task, forget_rows, config, base_model_key)
+    same_but_seed = {"seed": config.training.seed,
+                     "config_key": expert_key(task, forget_rows, config, base_model_key, ignore_seed=True)}
     out = Path(experts_dir) / f"{task}-{key[:12]}"
     if (out / EXPERT_INFO).is_file():
         info = json.loads((out / EXPERT_INFO).read_text())
-        return Expert(task, out, info["entities"], info["losses"], key, reused=True)
+        return Expert(task, out, info["entities"], info["losses"], key, reused=True, **same_but_seed)
     torch_threads()
     seed_everything(config.training.seed)
     vlm = VisionLanguageModel.load(base_model_path)
@@ -81,4 +89,4 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
                                                "config": config.as_dict(), "base_model_key": base_model_key}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return Expert(task, out, entities, losses, key)
+    return Expert(task, out, entities, losses, key, **same_but_seed)

@@ -41,6 +41,8 @@ class RegisteredExpert:
     adapter: str  # a local folder (downloaded from the registry)
     key: str
     created: int  # registration time (ms): later requests are ordered by it
+    seed: str = "0"
+    config_key: str = ""  # its key without the seed
 
 
 def expert_alias(task: str, base_model: str, default_base_model: str) -> str:
@@ -61,7 +63,8 @@ def register_expert(store: MlflowStore, expert: Expert, base_model, params: dict
 
     tags = {"mlu.task": expert.task, "mlu.entities": json.dumps(expert.entities, ensure_ascii=False),
             "mlu.base_model": base_model.key[:16], "mlu.base_model_uri": base_model.model_uri,
-            PARTITION_TAG: base_model.name, "mlu.expert_key": expert.key,
+            PARTITION_TAG: base_model.name, "mlu.expert_key": expert.key, "mlu.seed": str(expert.seed),
+            "mlu.expert_config_key": expert.config_key or expert.key,
             "mlu.train_loss": f"{sum(expert.losses[-5:]) / len(expert.losses[-5:]):.4f}"}
     existing = store.find_model_version(REGISTERED_EXPERT, {"mlu.expert_key": expert.key, PARTITION_TAG: base_model.name})
     if existing is not None:
@@ -95,5 +98,6 @@ def registered_experts(store: MlflowStore, base_model: str) -> dict[str, Registe
         out[mv.tags["mlu.task"]] = RegisteredExpert(
             task=mv.tags["mlu.task"], version=str(mv.version), entities=json.loads(mv.tags.get("mlu.entities", "[]")),
             adapter=str(find_folder_with(root, "adapter_config.json")), key=mv.tags.get("mlu.expert_key", f"v{mv.version}"),
-            created=mv.creation_timestamp)
+            created=mv.creation_timestamp, seed=mv.tags.get("mlu.seed", "0"),
+            config_key=mv.tags.get("mlu.expert_config_key", mv.tags.get("mlu.expert_key", f"v{mv.version}")))
     return out
