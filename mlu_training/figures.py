@@ -24,6 +24,8 @@ def heatmap_png(matrix: pd.DataFrame, title: str, path: Path, low: pd.DataFrame 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(matrix.columns), 1.0 + 0.7 * len(matrix.index)), dpi=110)
     values = matrix.astype(float).to_numpy()
+    if low is not None and high is not None:  # by label: a task without judged items has no row in `matrix`
+        low, high = (m.reindex(index=matrix.index, columns=matrix.columns) for m in (low, high))
     image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(matrix.columns)), [f"after {c}" for c in matrix.columns])
     ax.set_yticks(range(len(matrix.index)), [f"task {r}" for r in matrix.index])
