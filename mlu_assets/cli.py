@@ -77,7 +77,11 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
 
     from mlu_training.models.sources import default_key
 
+    from .runs import fail_orphaned_runs, process_tags
+
     instance = dg.DagsterInstance.get()
+    for orphan in fail_orphaned_runs(instance):  # a killed `mlu run` before this one: redone below
+        print(f"mlu: marked run {orphan.run_id[:8]} ({orphan.job_name}) failed: its process is gone", flush=True)
     model = default_key(setting("MLU_BASE_MODEL"))
     for request in missing_default_partitions(instance, model):
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -88,7 +92,7 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
         result = defs.get_job_def(job).execute_in_process(run_config=run_config, instance=instance, partition_key=partition,
-                                                          raise_on_error=False)
+                                                          raise_on_error=False, tags=process_tags())
         if not result.success:
             print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
