@@ -150,3 +150,12 @@ def test_corrupt_official_image_is_reported_by_path(tmp_path):
     assert crawls.loc["downloaded_images/Animals/Dog/image_20241017_101651_15.jpg", "source"] == "official"
     assert crawls.loc["downloaded_images/Animals/Dog/image_20241017_101651_15.jpg", "width"] == 40
     assert (crawls["source"] == "official").sum() == 2
+
+
+def test_a_missing_images_dir_fails_with_the_setting_named(tmp_path):
+    """MLU_IMAGES_DIR given but wrong: it stops raw_crawls, never quietly renders every image."""
+    result = materialize(tmp_path, images_dir=tmp_path / "downloaded_imgaes", selection=ORDER[:4])
+    assert not result.success
+    step, message = failed_step(result)
+    assert step == "raw_crawls" and message.startswith(f"MLU_IMAGES_DIR={tmp_path / 'downloaded_imgaes'}: no such folder")
+    assert "raw_crawls" not in stored(tmp_path)
