@@ -105,24 +105,30 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
 
 
 def request(request_id: str, entities: list[str]) -> int:
-    """Check the request against the entity catalog now, so a typo is caught at the prompt."""
+    """Check the request now (its id, and its names against the entity catalog once there is one),
+    so a typo is caught at the prompt; a refused request changes nothing on disk."""
     from pathlib import Path
 
     import pandas as pd
 
-    from mlu_training.lumoe.requests import RequestRejected, read_request, write_request
+    from mlu_training.lumoe.requests import (RequestRejected, check_request_id, parse_request, rejection_path,
+                                             served_entities, write_request)
 
     from .settings import setting
 
-    catalog = Path(setting("MLU_DATA_DIR")) / "tables" / "entity_catalog.parquet"
-    path = write_request(Path(setting("MLU_REQUESTS_DIR")), request_id, entities)
-    if catalog.is_file():
-        try:
-            read_request(path, pd.read_parquet(catalog))
-        except RequestRejected as why:
-            path.unlink()
-            print(f"mlu: rejected: {why}", file=sys.stderr)
-            return 2
+    folder = Path(setting("MLU_REQUESTS_DIR"))
+    tables = Path(setting("MLU_DATA_DIR")) / "tables"
+    try:
+        check_request_id(request_id)
+        if (tables / "entity_catalog.parquet").is_file():
+            splits = tables / "benchmark_splits.parquet"
+            served = served_entities(setting("MLU_DATA_DIR"), pd.read_parquet(splits) if splits.is_file() else None)
+            parse_request(request_id, {"entities": entities}, pd.read_parquet(tables / "entity_catalog.parquet"), served)
+    except RequestRejected as why:
+        print(f"mlu: rejected, nothing filed: {why}", file=sys.stderr)
+        return 2
+    path = write_request(folder, request_id, entities)
+    rejection_path(folder, request_id).unlink(missing_ok=True)  # an older refusal of this id no longer holds
     print(f"mlu: request filed as {path}; with `make ui` running, the sensor trains its expert and re-evaluates")
     return 0
 
