@@ -14,29 +14,34 @@ import time
 
 
 # What the terminal shows of the leaderboard (the report has every summary of both scores).
-CLI_COLUMNS = ["method", "base model", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
+CLI_COLUMNS = ["method", "base model", "judge", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
                "worst drop utility", "router recall"]
 
 
-def _print_leaderboard(board: list[dict], html: str) -> None:
+def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = None) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from mlu_training.report import for_display
+    from mlu_training.report import for_display, judges_note
 
     frame = pd.DataFrame(board)
     columns = [c for c in CLI_COLUMNS if c in frame.columns]
-    if frame.empty or frame["base model"].nunique() == 1:
-        columns.remove("base model")  # one base model: the column says nothing
+    for same in ("base model", "judge"):  # one base model, one judge: the column says nothing (the heading does)
+        if same in columns and (frame.empty or frame[same].nunique() == 1):
+            columns.remove(same)
     shown = for_display(frame, columns) if not frame.empty else frame
     table = Table(title="mlu leaderboard (after the last request; [95 % interval]; drift: the stability objective, "
                         "0 = stable)")
     for col in columns:
-        table.add_column(col, justify="left" if col in ("method", "base model", "order") else "right")
+        table.add_column(col, justify="left" if col in ("method", "base model", "judge", "order") else "right")
     for row in shown.itertuples(index=False):
         table.add_row(*map(str, row))
     Console(width=200).print(table)
+    judges = ", ".join(sorted(set(frame["judge"]))) if "judge" in frame.columns else "–"
+    print(" · ".join(f"{k}: {v}" for k, v in {**(provenance or {}), "judge": judges}.items() if k != "judges"))
+    if "judge" in frame.columns and judges_note(frame):
+        print(f"mlu: warning: {judges_note(frame)}")
     print(f"report: {html}")
 
 
@@ -98,7 +103,7 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
             return 1
         print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
     report = result.output_for_node("report")
-    _print_leaderboard(report.leaderboard, report.html)
+    _print_leaderboard(report.leaderboard, report.html, report.provenance)
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     return 0
