@@ -45,6 +45,40 @@ def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = N
     print(f"report: {html}")
 
 
+# The console shows warnings and errors of a run; every event (DEBUG included) is still in the
+# run's log in DAGSTER_HOME, which the Dagster UI shows.
+CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def quiet() -> None:
+    """What `mlu run` prints is its own progress and the leaderboard: Dagster's per-event lines stay
+    in the run's log, and known noise (Dagster's beta/preview notices, libraries' FutureWarnings such
+    as transformers' about gradient checkpointing, their INFO chatter) is not shown."""
+    import logging
+    import os
+    import warnings
+
+    import dagster as dg
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for category in (dg.BetaWarning, dg.PreviewWarning, getattr(dg, "SupersessionWarning", None)):
+        if category is not None:
+            warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("alembic", "mlflow", "transformers", "urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def execute_stage(job, instance, partition, run_config: dict):
+    """One stage of the main job, executed here and recorded in the instance like a launch from the
+    UI (tagged with this process, so a kill leaves no run STARTED for good: see runs.py)."""
+    from .runs import process_tags
+
+    return job.execute_in_process(run_config={**run_config, **CONSOLE_LOGS}, instance=instance,
+                                  partition_key=partition, raise_on_error=False, tags=process_tags())
+
+
 def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tuple[str, str, object, dict]]:
     """(what, job name, partition key, run config) of each run of the main job, in order: every
     baseline and LUMoE (its experts, then its sequence) once per seed, then the report, which pools
@@ -71,6 +105,8 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tupl
 def run(methods: list[str], seeds: list[int] = (0,)) -> int:
     import os
 
+    quiet()  # before the definitions load: their import may warn too
+
     import dagster as dg
 
     from mlu_training.paths import PROJECT_ROOT
@@ -82,7 +118,7 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
 
     from mlu_training.models.sources import default_key
 
-    from .runs import fail_orphaned_runs, process_tags
+    from .runs import fail_orphaned_runs
 
     instance = dg.DagsterInstance.get()
     for orphan in fail_orphaned_runs(instance):  # a killed `mlu run` before this one: redone below
@@ -96,8 +132,7 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
     for what, job, partition, run_config in main_job_plan(model, methods, list(seeds)):
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
-        result = defs.get_job_def(job).execute_in_process(run_config=run_config, instance=instance, partition_key=partition,
-                                                          raise_on_error=False, tags=process_tags())
+        result = execute_stage(defs.get_job_def(job), instance, partition, run_config)
         if not result.success:
             print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
