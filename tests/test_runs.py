@@ -101,3 +101,25 @@ def test_a_killed_run_is_failed_and_the_next_queued_run_starts_by_itself(home):
         finally:
             stop(daemon)
             log.close()
+
+
+def test_the_sweep_fails_only_runs_whose_process_is_gone(home):
+    """What `mlu run` does before it starts: a killed run is failed, a live one is left alone."""
+    from mlu_assets.runs import fail_orphaned_runs, orphaned_runs
+
+    orphan = start_then_kill_a_run(home)
+    code = ("import dagster as dg; from daemon_location import block; from mlu_assets.runs import process_tags\n"
+            "block.execute_in_process(instance=dg.DagsterInstance.get(), tags=process_tags())")
+    live = subprocess.Popen([sys.executable, "-c", code], env=home["env"], cwd=PROJECT)
+    try:
+        wait_for("a second run to start", lambda: len(list(home["gate"].glob("started-*"))) == 2, 120)
+        with dg.DagsterInstance.get() as instance:
+            assert [run.run_id for run, _ in orphaned_runs(instance)] == [orphan]
+            assert [run.run_id for run in fail_orphaned_runs(instance)] == [orphan]
+            assert instance.get_run_by_id(orphan).status == dg.DagsterRunStatus.FAILURE
+            others = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            assert len(others) == 1 and others[0].run_id != orphan  # the live run is untouched
+            assert fail_orphaned_runs(instance) == []
+    finally:
+        (home["gate"] / "open").touch()
+        live.wait(60)
