@@ -123,3 +123,25 @@ def test_the_sweep_fails_only_runs_whose_process_is_gone(home):
     finally:
         (home["gate"] / "open").touch()
         live.wait(60)
+
+
+def test_the_project_sensor_queues_a_partitioned_stage_again():
+    """On mlu's own code location: an orphaned unlearning run comes back as the same job,
+    partition and config, and the orphan is failed."""
+    import socket
+
+    from mlu_assets.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("base_models", ["tiny"])
+        job = defs.resolve_job_def("unlearning_job")
+        config = {"ops": {"unlearning_sequence": {"config": {"training": {"seed": 1}}}}}
+        run = instance.create_run_for_job(job, run_config=config, tags={
+            "dagster/partition": "gd|tiny", "mlu/pid": "999999999", "mlu/host": socket.gethostname()})
+        instance.handle_run_event(run.run_id, dg.DagsterEvent("PIPELINE_START", job_name=job.name))
+        sensor = next(s for s in defs.sensors if s.name == "orphaned_runs")
+        [request] = sensor(dg.build_sensor_context(instance=instance, definitions=defs)).run_requests
+        assert (request.job_name, request.partition_key, request.run_config) == ("unlearning_job", "gd|tiny", config)
+        assert request.tags["mlu/resumes"] == run.run_id
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
