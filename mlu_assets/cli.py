@@ -14,30 +14,69 @@ import time
 
 
 # What the terminal shows of the leaderboard (the report has every summary of both scores).
-CLI_COLUMNS = ["method", "base model", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
+CLI_COLUMNS = ["method", "base model", "judge", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
                "worst drop utility", "router recall"]
 
 
-def _print_leaderboard(board: list[dict], html: str) -> None:
+def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = None) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from mlu_training.report import for_display
+    from mlu_training.report import for_display, judges_note
 
     frame = pd.DataFrame(board)
     columns = [c for c in CLI_COLUMNS if c in frame.columns]
-    if frame.empty or frame["base model"].nunique() == 1:
-        columns.remove("base model")  # one base model: the column says nothing
+    for same in ("base model", "judge"):  # one base model, one judge: the column says nothing (the heading does)
+        if same in columns and (frame.empty or frame[same].nunique() == 1):
+            columns.remove(same)
     shown = for_display(frame, columns) if not frame.empty else frame
     table = Table(title="mlu leaderboard (after the last request; [95 % interval]; drift: the stability objective, "
                         "0 = stable)")
     for col in columns:
-        table.add_column(col, justify="left" if col in ("method", "base model", "order") else "right")
+        table.add_column(col, justify="left" if col in ("method", "base model", "judge", "order") else "right")
     for row in shown.itertuples(index=False):
         table.add_row(*map(str, row))
     Console(width=200).print(table)
+    judges = ", ".join(sorted(set(frame["judge"]))) if "judge" in frame.columns else "–"
+    print(" · ".join(f"{k}: {v}" for k, v in {**(provenance or {}), "judge": judges}.items() if k != "judges"))
+    if "judge" in frame.columns and judges_note(frame):
+        print(f"mlu: warning: {judges_note(frame)}")
     print(f"report: {html}")
+
+
+# The console shows warnings and errors of a run; every event (DEBUG included) is still in the
+# run's log in DAGSTER_HOME, which the Dagster UI shows.
+CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def quiet() -> None:
+    """What `mlu run` prints is its own progress and the leaderboard: Dagster's per-event lines stay
+    in the run's log, and known noise (Dagster's beta/preview notices, libraries' FutureWarnings such
+    as transformers' about gradient checkpointing, their INFO chatter) is not shown."""
+    import logging
+    import os
+    import warnings
+
+    import dagster as dg
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for category in (dg.BetaWarning, dg.PreviewWarning, getattr(dg, "SupersessionWarning", None)):
+        if category is not None:
+            warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("alembic", "mlflow", "transformers", "urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def execute_stage(job, instance, partition, run_config: dict):
+    """One stage of the main job, executed here and recorded in the instance like a launch from the
+    UI (tagged with this process, so a kill leaves no run STARTED for good: see runs.py)."""
+    from .runs import process_tags
+
+    return job.execute_in_process(run_config={**run_config, **CONSOLE_LOGS}, instance=instance,
+                                  partition_key=partition, raise_on_error=False, tags=process_tags())
 
 
 def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tuple[str, str, object, dict]]:
@@ -66,6 +105,8 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tupl
 def run(methods: list[str], seeds: list[int] = (0,)) -> int:
     import os
 
+    quiet()  # before the definitions load: their import may warn too
+
     import dagster as dg
 
     from mlu_training.paths import PROJECT_ROOT
@@ -77,7 +118,11 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
 
     from mlu_training.models.sources import default_key
 
+    from .runs import fail_orphaned_runs
+
     instance = dg.DagsterInstance.get()
+    for orphan in fail_orphaned_runs(instance):  # a killed `mlu run` before this one: redone below
+        print(f"mlu: marked run {orphan.run_id[:8]} ({orphan.job_name}) failed: its process is gone", flush=True)
     model = default_key(setting("MLU_BASE_MODEL"))
     for request in missing_default_partitions(instance, model):
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -87,38 +132,43 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
     for what, job, partition, run_config in main_job_plan(model, methods, list(seeds)):
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
-        result = defs.get_job_def(job).execute_in_process(run_config=run_config, instance=instance, partition_key=partition,
-                                                          raise_on_error=False)
+        result = execute_stage(defs.get_job_def(job), instance, partition, run_config)
         if not result.success:
             print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             return 1
         print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
     report = result.output_for_node("report")
-    _print_leaderboard(report.leaderboard, report.html)
+    _print_leaderboard(report.leaderboard, report.html, report.provenance)
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     return 0
 
 
 def request(request_id: str, entities: list[str]) -> int:
-    """Check the request against the entity catalog now, so a typo is caught at the prompt."""
+    """Check the request now (its id, and its names against the entity catalog once there is one),
+    so a typo is caught at the prompt; a refused request changes nothing on disk."""
     from pathlib import Path
 
     import pandas as pd
 
-    from mlu_training.lumoe.requests import RequestRejected, read_request, write_request
+    from mlu_training.lumoe.requests import (RequestRejected, check_request_id, parse_request, rejection_path,
+                                             served_entities, write_request)
 
     from .settings import setting
 
-    catalog = Path(setting("MLU_DATA_DIR")) / "tables" / "entity_catalog.parquet"
-    path = write_request(Path(setting("MLU_REQUESTS_DIR")), request_id, entities)
-    if catalog.is_file():
-        try:
-            read_request(path, pd.read_parquet(catalog))
-        except RequestRejected as why:
-            path.unlink()
-            print(f"mlu: rejected: {why}", file=sys.stderr)
-            return 2
+    folder = Path(setting("MLU_REQUESTS_DIR"))
+    tables = Path(setting("MLU_DATA_DIR")) / "tables"
+    try:
+        check_request_id(request_id)
+        if (tables / "entity_catalog.parquet").is_file():
+            splits = tables / "benchmark_splits.parquet"
+            served = served_entities(setting("MLU_DATA_DIR"), pd.read_parquet(splits) if splits.is_file() else None)
+            parse_request(request_id, {"entities": entities}, pd.read_parquet(tables / "entity_catalog.parquet"), served)
+    except RequestRejected as why:
+        print(f"mlu: rejected, nothing filed: {why}", file=sys.stderr)
+        return 2
+    path = write_request(folder, request_id, entities)
+    rejection_path(folder, request_id).unlink(missing_ok=True)  # an older refusal of this id no longer holds
     print(f"mlu: request filed as {path}; with `make ui` running, the sensor trains its expert and re-evaluates")
     return 0
 

@@ -18,6 +18,7 @@ from .models import assets as model_assets
 from .models.sensors import new_base_models, nightly_reevaluation
 from .partitions import method_and_model, model_and_request, model_partitions
 from .resources import build_resources
+from .runs import build_orphaned_runs_sensor
 from .unlearning import assets as unlearning_assets
 
 # The main job, stage by stage: each stage is one job, partitioned as its assets are.
@@ -47,6 +48,7 @@ defs = dg.Definitions(
     sensors=[
         new_base_models,
         unlearning_requests,
+        build_orphaned_runs_sensor(STAGES),  # a run whose process died is failed and queued again
         # Declarative automation (evaluation when a base model, a request or an expert arrives);
         # Dagster's own automation sensor starts stopped, so ours is declared running.
         dg.AutomationConditionSensorDefinition("mlu_automation", target=dg.AssetSelection.all(),

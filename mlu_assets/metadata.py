@@ -17,3 +17,36 @@ def sequence_metadata(summary) -> dict:
             "stability_utility": metrics[stability_metric("utility")],
             "judge_missing": int(metrics["judge/missing"]), "mlflow_run_id": summary.run_id,
             "steps_reused": summary.steps_reused}
+
+
+def code_version() -> str:
+    """What code made a result: `git describe --always --dirty` of the checkout, or the installed
+    package's version where the project is not a git checkout."""
+    import subprocess
+    from importlib import metadata
+
+    from mlu_training.paths import PROJECT_ROOT
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"mlu {metadata.version('mlu')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def release_digest(data_dir) -> str:
+    """The digest of the release the tables were built from (the stored mlubench_release)."""
+    import json
+    from pathlib import Path
+
+    stored = Path(data_dir) / "tables" / "mlubench_release.json"
+    try:
+        return json.loads(stored.read_text())["digest"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"

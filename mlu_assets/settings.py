@@ -25,6 +25,11 @@ class Setting:
     field: str  # the resource's field
     default: str | None
     meaning: str
+    empty_means_off: bool = False  # an empty value is a choice (turn it off), not "unset"
+
+    def given(self, env: typing.Mapping[str, str]) -> bool:
+        """Whether the user set it: a non-empty value, or an empty one where empty means off."""
+        return bool(env.get(self.variable)) or (self.empty_means_off and self.variable in env)
 
 
 def _settings() -> tuple[Setting, ...]:
@@ -35,7 +40,8 @@ def _settings() -> tuple[Setting, ...]:
         Setting("MLU_DATA_DIR", "benchmark", "data_dir", str(paths.default_data_dir()), "what mlu makes"),
         Setting("MLU_CACHE_DIR", "benchmark", "cache_dir", str(paths.default_cache_dir()), "verified, extracted releases"),
         Setting("MLU_MLUBENCH_PATH", "benchmark", "mlubench_path", None, "your copy of the release"),
-        Setting("MLU_MLUBENCH_UPSTREAM", "benchmark", "upstream_url", UPSTREAM_BASE_URL, "where to download the release"),
+        Setting("MLU_MLUBENCH_UPSTREAM", "benchmark", "upstream_url", UPSTREAM_BASE_URL, "where to download the release; empty: never download",
+                empty_means_off=True),
         Setting("MLU_IMAGES_DIR", "benchmark", "images_dir", None, "the official downloaded_images/ folder"),
         Setting("MLU_BASE_MODEL", "models", "base_model_path", None, "a local checkpoint folder: the default base model"),
         Setting("MLU_BASE_MODELS_DIR", "models", "models_dir", str(paths.default_base_models_dir()),
@@ -63,14 +69,14 @@ def setting(variable: str, environ: typing.Mapping[str, str] | None = None) -> s
     """The value a setting has now (the environment's, else its default), for code that runs
     outside a Dagster run (the CLI); inside runs, resources carry it."""
     env = os.environ if environ is None else environ
-    default = next(s.default for s in SETTINGS if s.variable == variable)
-    return env.get(variable) or default
+    row = next(s for s in SETTINGS if s.variable == variable)
+    return env[variable] if row.given(env) else row.default
 
 
 def resource_fields(resource: str, environ: typing.Mapping[str, str] | None = None) -> dict:
     """A resource's fields from the settings: an `EnvVar` where the variable is set, else the default."""
     env = os.environ if environ is None else environ
-    return {s.field: dg.EnvVar(s.variable) if env.get(s.variable) else s.default
+    return {s.field: dg.EnvVar(s.variable) if s.given(env) else s.default
             for s in SETTINGS if s.resource == resource}
 
 

@@ -51,18 +51,26 @@ def markdown(matrix: pd.DataFrame, digits: int = 2) -> str:
     return table.reset_index(names="task").to_markdown(index=False)
 
 
+DODGE = 0.07  # sideways offset between methods in the degradation plot, in units of one request
+
+
 def degradation_png(curves: dict[str, tuple[list[str], list, list, list]], kind: str, task: str, path: Path) -> Path:
     """How task `task`'s score moves as later requests are unlearned: one line per method, its
     95 % interval as a band. `curves`: method -> (requests after task, values, lows, highs)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     nan = float("nan")
-    for method, (after, values, lows, highs) in sorted(curves.items()):
-        xs = range(len(after))
-        line, = ax.plot(xs, [nan if v is None else v for v in values], marker="o", label=method)
+    markers, styles = "osD^vPX*", ("-", "--", "-.", ":")
+    n = len(curves)
+    for i, (method, (after, values, lows, highs)) in enumerate(sorted(curves.items())):
+        # Methods often share a value (0 after a collapse): each is nudged sideways and drawn with its
+        # own marker and dash, so coinciding lines stay visible instead of hiding one another.
+        xs = [x + DODGE * (i - (n - 1) / 2) for x in range(len(after))]
+        line, = ax.plot(xs, [nan if v is None else v for v in values], marker=markers[i % len(markers)],
+                        linestyle=styles[i % len(styles)], markersize=5, label=method)
         ax.fill_between(xs, [nan if v is None else v for v in lows], [nan if v is None else v for v in highs],
                         color=line.get_color(), alpha=0.12, linewidth=0)
-        ax.set_xticks(xs, [f"U{y}" for y in after])
+        ax.set_xticks(range(len(after)), [f"U{y}" for y in after])
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(kind.replace("_", " "))
     ax.set_title(f"task {task}: {kind.replace('_', ' ')} as requests accumulate", fontsize=10)

@@ -4,7 +4,7 @@ metric names and tags sequences.py defines."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +21,7 @@ class Report:
     html: str  # the self-contained page
     leaderboard: list[dict]  # one row per method (and base model)
     mlflow_run_id: str
+    provenance: dict = field(default_factory=dict)  # profile, judges, release digest, code version
 
 
 def _config_key(run) -> str:
@@ -47,6 +48,7 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
             if _config_key(run) == _config_key(head) and run.data.tags["mlu.order"] == order:
                 by_seed.setdefault(run.data.tags.get("mlu.seed", "0"), run)
         entry = {"run_id": head.info.run_id, "model": key[0], "method": key[1], "order": order,
+                 "judge": head.data.tags.get("mlu.judge", ""),
                  "tasks": parse_order(order), "metrics": head.data.metrics, "seeds": sorted(by_seed, key=str)}
         if len(by_seed) > 1:
             entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"], head.data.metrics)
@@ -87,7 +89,7 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
         precision = final_values(m, "router/precision", tasks)
         recall = final_values(m, "router/recall", tasks)
         row = {"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
-               "seeds": ",".join(run.get("seeds", [])) or "–"}
+               "seeds": ",".join(run.get("seeds", [])) or "–", "judge": run.get("judge", "")}
         for kind, label in (("forget_quality", "forget quality"), ("utility", "utility")):
             final = matrix_from_metrics(m, kind, tasks)[f"U{last}"].dropna()
             row[label] = final.mean() if len(final) else None
@@ -119,7 +121,7 @@ def for_display(board: pd.DataFrame, columns: list[str] | None = None) -> pd.Dat
     names = [c for c in board.columns if not (c.endswith(" low") or c.endswith(" high"))]
     out = pd.DataFrame(index=board.index)
     for c in columns or names:
-        if c in ("method", "base model", "order", "seeds"):
+        if c in ("method", "base model", "order", "seeds", "judge"):
             out[c] = board[c]
         elif f"{c} low" in board.columns:
             out[c] = [_number(v) if lo is None or lo != lo else f"{_number(v)} [{_number(lo)}, {_number(hi)}]"
@@ -142,8 +144,16 @@ def degradation_curves(runs: dict[str, dict], kind: str, task: str) -> dict:
     return curves
 
 
-def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
-    """Leaderboard, heatmaps, degradation curves as PNG files, and one self-contained HTML page."""
+def judges_note(board: pd.DataFrame) -> str:
+    """A warning when the rows were judged by different judges (their scores do not compare)."""
+    judges = sorted(set(board["judge"])) if "judge" in board.columns else []
+    return (f"Rows judged by different judges ({'; '.join(judges)}): compare scores only between rows of one judge."
+            if len(judges) > 1 else "")
+
+
+def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None = None) -> dict:
+    """Leaderboard, heatmaps, degradation curves as PNG files, and one self-contained HTML page;
+    `provenance` (profile, release digest, code version…) heads the page."""
     import base64
     import html
 
@@ -166,10 +176,13 @@ def build_report(runs: dict[str, dict], out_dir: Path) -> dict:
     images = "\n".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, p in figures)
+    judges = ", ".join(sorted(set(board["judge"]))) if "judge" in board.columns else "–"
+    heading = " · ".join(f"{k}: {v}" for k, v in {**(provenance or {}), "judge": judges}.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlu report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:8px}}</style></head>
 <body><h1>mlu: lifelong unlearning report</h1>
+<p>{html.escape(heading)}</p><p><strong>{html.escape(judges_note(board))}</strong></p>
 <p>Forget quality: refusal score on forget sets; utility: correctness on retain sets; both the mean over tasks
 after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_T,t)|, 0 = stable. Last: the last
 task after its own request; BWT (backward transfer): mean over earlier tasks of P(M_T,t) − P(M_t,t); worst drop:
@@ -185,18 +198,22 @@ resampled together), and over seeds when there are several.</p>
     return {"leaderboard": board, "html": html_path, "figures": [p for _, p in figures]}
 
 
-def publish_report(store, profile: str, out_dir: Path):
+def publish_report(store, profile: str, out_dir: Path, provenance: dict | None = None):
     """(Report, leaderboard, figure paths) over the newest run of every method for the profile,
-    the page and figures logged in an MLflow run of their own; None when there is no run yet."""
+    the page and figures logged in an MLflow run of their own; None when there is no run yet.
+    `provenance` (release digest, code version…) is on the page, the run's tags and the Report."""
     import mlflow
 
     runs = collect_runs(store, profile)
     if not runs:
         return None
-    built = build_report(runs, out_dir)
-    with store.start_run(f"report-{profile}", {"mlu.kind": "report", "mlu.profile": profile}) as run:
+    provenance = {"profile": profile, **(provenance or {})}
+    built = build_report(runs, out_dir, provenance)
+    provenance["judges"] = ", ".join(sorted(set(built["leaderboard"]["judge"])))
+    tags = {"mlu.kind": "report", "mlu.profile": profile, **{f"mlu.{k}": str(v) for k, v in provenance.items()}}
+    with store.start_run(f"report-{profile}", tags) as run:
         mlflow.log_artifact(str(built["html"]), "report")
         for figure in built["figures"]:
             mlflow.log_artifact(str(figure), "report/figures")
     board = built["leaderboard"]
-    return Report(str(built["html"]), board.to_dict("records"), run.info.run_id), board, built["figures"]
+    return Report(str(built["html"]), board.to_dict("records"), run.info.run_id, provenance), board, built["figures"]

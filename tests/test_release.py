@@ -6,7 +6,7 @@ import zipfile
 import pytest
 from conftest import SHARED, make_release_copy
 
-from mlu_training.data.release import OFFICIAL_DIGEST, ReleaseNotFoundError, ReleaseResolver
+from mlu_training.data.release import OFFICIAL_DIGEST, ExplicitReleaseError, ReleaseNotFoundError, ReleaseResolver
 
 
 def test_explicit_path_wins_over_shared(tmp_path, official_tree):
@@ -45,12 +45,72 @@ def test_checksum_mismatch_is_rejected_and_every_source_listed(tmp_path, officia
     with open(bad / "MLUBench.zip", "ab") as f:
         f.write(b"tampered")
     with pytest.raises(ReleaseNotFoundError) as err:
-        ReleaseResolver(tmp_path / "cache", explicit_path=str(bad), shared_dir=tmp_path / "nowhere",
-                        upstream_base_url=None).resolve()
+        ReleaseResolver(tmp_path / "cache", shared_dir=bad, upstream_base_url=None).resolve()
     text = str(err.value)
     assert "sha256 mismatch for MLUBench.zip" in text
     assert [a[0].split(" ")[0] for a in err.value.attempts] == ["MLU_MLUBENCH_PATH", "../shared/data/mlubench", "local", "upstream"]
-    assert "no such folder" in text and "empty" in text and "not set" in text
+    assert "empty" in text and "not set" in text and "download off" in text
+
+
+def _zip_with_parent_member(path):
+    with zipfile.ZipFile(path, "w") as zf:
+        for p in SHARED.iterdir():
+            zf.write(p, f"mlubench/{p.name}")
+        zf.writestr("../escaped.txt", "outside")
+    return path
+
+
+@pytest.mark.parametrize("given", ["mistyped", "zip with ../", "not a zip"])
+def test_a_bad_explicit_path_fails_loudly_instead_of_falling_back(tmp_path, given):
+    """MLU_MLUBENCH_PATH is the user's choice: a wrong one stops with its name, even though
+    ../shared holds a good release (once, it silently fell back there and exited 0)."""
+    where = {"mistyped": lambda: tmp_path / "mlubnech",
+             "zip with ../": lambda: _zip_with_parent_member(tmp_path / "evil.zip"),
+             "not a zip": lambda: (tmp_path / "release.zip").write_text("not a zip") and tmp_path / "release.zip"}[given]()
+    with pytest.raises(ExplicitReleaseError) as err:
+        ReleaseResolver(tmp_path / "cache", explicit_path=str(where), shared_dir=SHARED, upstream_base_url=None).resolve()
+    text = str(err.value)
+    assert text.startswith(f"MLU_MLUBENCH_PATH={where}: ") and "does not fall back" in text
+    assert {"mistyped": "no such folder", "zip with ../": "'../escaped.txt' would land outside",
+            "not a zip": "not a zip file"}[given] in text
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not any((tmp_path / "cache").glob("extracted/*/MLUBench"))  # ../shared was not used
+
+
+def test_the_asset_fails_on_a_bad_explicit_path(tmp_path):
+    import dagster as dg
+    from conftest import test_resources
+
+    from mlu_assets.benchmark.assets import mlubench_release
+
+    resources = test_resources(tmp_path, benchmark={"mlubench_path": str(tmp_path / "typo")})
+    result = dg.materialize([mlubench_release], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                            raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"MLU_MLUBENCH_PATH={tmp_path / 'typo'}: no such folder" in failure.step_failure_data.user_failure_data.description
+
+
+def test_an_empty_upstream_setting_turns_the_download_off(tmp_path):
+    """`MLU_MLUBENCH_UPSTREAM=` (empty) is a choice, as the README says, not "unset"."""
+    import os
+    import subprocess
+    import sys
+
+    from mlu_training.data.release import UPSTREAM_BASE_URL
+
+    code = ("import dagster as dg; from mlu_assets.resources import build_resources\n"
+            "with dg.build_resources({'b': build_resources()['benchmark']}) as r: print(r.b.resolver().upstream_base_url)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLU_")}
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "MLU_MLUBENCH_UPSTREAM": ""}, capture_output=True,
+                         text=True, check=True)
+    assert off.stdout.strip() == "None"
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == UPSTREAM_BASE_URL
+    from mlu_assets.settings import setting
+
+    assert setting("MLU_MLUBENCH_UPSTREAM", {"MLU_MLUBENCH_UPSTREAM": ""}) == ""
+    assert setting("MLU_PROFILE", {"MLU_PROFILE": ""}) == "mini"  # elsewhere empty is still unset
 
 
 def test_manifest_that_does_not_match_is_rejected(tmp_path, official_tree):

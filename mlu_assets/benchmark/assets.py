@@ -109,6 +109,9 @@ def raw_crawls(context: dg.AssetExecutionContext, qa_pairs, benchmark: Benchmark
     from mlu_training.data.crawls import CorruptImagesError, build_raw_crawls
 
     profile = benchmark.get_profile()
+    if benchmark.images_dir and not Path(benchmark.images_dir).is_dir():  # a setting given wins or fails
+        raise dg.Failure(description=f"MLU_IMAGES_DIR={benchmark.images_dir}: no such folder (it should be the "
+                                     "official downloaded_images/ folder; unset it to render stand-in images)")
     try:
         crawls = build_raw_crawls(
             qa_pairs["image"].tolist(), Path(benchmark.data_dir), size=profile.image_size,

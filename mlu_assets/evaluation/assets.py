@@ -19,9 +19,12 @@ def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Re
     MLflow run carrying them."""
     import base64
 
-    from mlu_training.report import for_display, publish_report
+    from mlu_training.report import for_display, judges_note, publish_report
 
-    built = publish_report(mlflow.store(), benchmark.profile, benchmark.path("report"))
+    from ..metadata import code_version, release_digest
+
+    provenance = {"release": release_digest(benchmark.data_dir), "code": code_version()}
+    built = publish_report(mlflow.store(), benchmark.profile, benchmark.path("report"), provenance)
     if built is None:
         raise dg.Failure("no finished sequence in MLflow for this profile: materialize unlearning_sequence or lumoe_sequence first")
     value, board, figures = built
@@ -30,4 +33,5 @@ def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Re
     return dg.Output(value, metadata={
         "leaderboard": dg.MetadataValue.md(for_display(board).to_markdown(index=False)),
         "degradation_curves": dg.MetadataValue.md(curves), "html": dg.MetadataValue.path(value.html),
-        "methods": len(board), "mlflow_run_id": value.mlflow_run_id})
+        "methods": len(board), "mlflow_run_id": value.mlflow_run_id,
+        **{k: v for k, v in value.provenance.items()}, "judges_differ": judges_note(board) or "no"})

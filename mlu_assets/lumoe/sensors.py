@@ -15,36 +15,63 @@ from ..resources import BenchmarkSettings, RouterSettings
 from .assets import lumoe_experts
 
 
+def _signature(path: Path) -> str:
+    """What a request file is now, cheaply, for the cursor: its content digest, or (a link, a
+    folder, something unreadable) what it is instead, so a refused entry is refused once."""
+    from mlu_training.lumoe.requests import RequestRejected, read_request_bytes
+
+    try:
+        return hashlib.sha256(read_request_bytes(path)).hexdigest()
+    except RequestRejected as why:
+        return "refused:" + hashlib.sha256(str(why).encode()).hexdigest()[:16]
+
+
 @dg.sensor(target=[lumoe_experts], minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Turns files in the unlearning requests folder (MLU_REQUESTS_DIR) into experts.")
 def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: BenchmarkSettings, routing: RouterSettings):
+    """Each file on its own: one that cannot be read or is refused (a link, a folder, a bad id or
+    content) gets its `<id>.rejected.txt` and never stops the others."""
     import pandas as pd
 
     from mlu_training.benchmark import TASKS
-    from mlu_training.lumoe.requests import RequestRejected, accepted_request_path, read_request
+    from mlu_training.lumoe.requests import (RequestRejected, accepted_request_path, parse_request, read_request_bytes,
+                                             rejection_path, request_id_of, served_entities)
     from mlu_training.paths import atomic_write_bytes
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     folder = Path(routing.requests_dir)
     existing = set(context.instance.get_dynamic_partitions(request_partitions.name))
     add = [t for t in TASKS if t not in existing]  # the benchmark's own four requests
-    catalog_path = Path(benchmark.data_dir) / "tables" / "entity_catalog.parquet"
+    tables = Path(benchmark.data_dir) / "tables"
+    catalog_path = tables / "entity_catalog.parquet"
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    fresh = [(f, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
+    fresh = [(f, _signature(f)) for f in files]
     fresh = [(f, digest) for f, digest in fresh if seen.get(f.name) != digest]
     if fresh and not catalog_path.is_file():
         return dg.SkipReason("requests are waiting, but entity_catalog is not materialized yet")
     runs, rejected = [], []
     catalog = pd.read_parquet(catalog_path) if fresh else None
+    splits_path = tables / "benchmark_splits.parquet"
+    served = served_entities(benchmark.data_dir, pd.read_parquet(splits_path) if fresh and splits_path.is_file() else None)
     for path, digest in fresh:
         seen[path.name] = digest
         try:
-            request = read_request(path, catalog)
+            request_id = request_id_of(path)
+            request = parse_request(request_id, read_request_bytes(path), catalog, served, path.name)
         except RequestRejected as why:
             rejected.append(str(why))
-            atomic_write_bytes(path.with_suffix(".rejected.txt"), f"{why}\n".encode())
+            try:
+                atomic_write_bytes(folder / f"{path.stem}.rejected.txt", f"{why}\n".encode())
+            except OSError as e:  # the reason stays in the tick's log
+                context.log.warning(f"could not write the rejection of {path.name}: {e}")
             context.log.warning(f"unlearning request rejected: {why}")
             continue
+        except Exception as e:  # noqa: BLE001 — one bad file never stops the tick for the others
+            rejected.append(f"{path.name}: {type(e).__name__}: {e}")
+            context.log.error(f"unlearning request {path.name} could not be processed: {type(e).__name__}: {e}")
+            continue
+        rejection_path(folder, request.id).unlink(missing_ok=True)  # fixed: the old reason no longer holds
+        served.update({e: request.id for e in request.entity_ids})
         stored = accepted_request_path(benchmark.data_dir, request.id)
         atomic_write_bytes(stored, json.dumps(request.as_dict(), ensure_ascii=False).encode())
         if request.id not in existing:

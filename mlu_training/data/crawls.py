@@ -4,6 +4,7 @@ crawled images (`MLU_IMAGES_DIR`), otherwise a synthetic render (see render.py).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -54,10 +55,13 @@ def build_raw_crawls(image_paths: list[str], data_dir: Path, size: int, seed: in
         if official is not None and official.is_file():
             payload = official.read_bytes()
             try:
-                with Image.open(official) as im:
-                    im.load()
-                    width, height = im.size
-            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                with warnings.catch_warnings():  # a decompression bomb is an unreadable image, with its path
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(official) as im:
+                        im.load()
+                        width, height = im.size
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                    Image.DecompressionBombWarning) as e:
                 corrupt.append((str(official), f"{type(e).__name__}: {e}"))
                 continue
             rows.append(_row(image, official, "official", payload, width, height))

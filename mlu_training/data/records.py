@@ -95,6 +95,8 @@ def read_records(root: Path, source: SourceFile) -> list[RawRecord]:
             "(truncated or edited by hand?)") from None
     if not isinstance(data, list):
         raise ReleaseDataError(source.relpath, f"expected a list of records, got {type(data).__name__}")
+    if not data:  # said here, not later as the rows of other files whose entity went missing with it
+        raise ReleaseDataError(source.relpath, "the file holds no records (an empty list): every task side needs its rows")
     return [_parse(source, i, item) for i, item in enumerate(data)]
 
 
@@ -111,6 +113,8 @@ def _parse(source: SourceFile, i: int, item: object) -> RawRecord:
     conv = item.get("conversations")
     if not isinstance(conv, list) or len(conv) < 2:
         raise fail("conversations", "expected a list of two turns (human, gpt)")
+    if len(conv) > 2:  # never dropped silently: the benchmark is one question, one answer
+        raise fail(f"conversations[{2}]", f"expected two turns (human, gpt), got {len(conv)}")
     for k, who in ((0, "human"), (1, "gpt")):
         turn = conv[k]
         if not isinstance(turn, dict) or turn.get("from") != who:

@@ -74,6 +74,18 @@ class ReleaseNotFoundError(RuntimeError):
         )
 
 
+class ExplicitReleaseError(ReleaseNotFoundError):
+    """MLU_MLUBENCH_PATH is set but does not give a verified release: mlu stops there, without
+    trying ../shared, the cache or upstream (what the user asked for must win or fail)."""
+
+    def __init__(self, where: str, why: str):
+        self.attempts = [(f"MLU_MLUBENCH_PATH ({where})", why)]
+        RuntimeError.__init__(
+            self, f"MLU_MLUBENCH_PATH={where}: {why}.\nThe release you point at is used or nothing is: mlu "
+            "does not fall back to ../shared, the cache or upstream. Fix the path, or unset MLU_MLUBENCH_PATH "
+            "to use those (see README, 'Where the data comes from').")
+
+
 class _Rejected(Exception):
     """One candidate did not work; the text says why."""
 
@@ -181,12 +193,14 @@ class ReleaseResolver:
         ]
         for label, where, load in candidates:
             if where is None:
-                attempts.append((label, "not set"))
+                attempts.append((label, "not set" if label != "upstream" else "not set (download off)"))
                 continue
             try:
                 release = load(where)
             except _Rejected as why:
                 attempts.append((f"{label} ({where})", str(why)))
+                if load == self._from_explicit:  # the user's own setting wins or fails: never a silent fallback
+                    raise ExplicitReleaseError(where, str(why)) from None
                 continue
             release.origin = f"{label} ({where})"
             release.attempts = attempts + [(release.origin, "ok")]
@@ -202,6 +216,8 @@ class ReleaseResolver:
             if all((path / c.tree).is_dir() for c in COMPONENTS):
                 return self._from_extracted(path)
             return self._from_folder_of_archives(path, allow_manifest=True)
+        if path.is_file():
+            raise _Rejected("a file, but not a zip file")
         raise _Rejected("no such folder or zip file")
 
     def _from_zip_of_folder(self, path: Path) -> Release:

@@ -45,11 +45,37 @@ def check_names(name: str, folder: Path = EXPECTATIONS_DIR) -> list[tuple[str, s
     return [(e["meta"]["check_name"], e["meta"]["description"]) for e in load_suite_spec(name, folder)["expectations"]]
 
 
-def with_task_roles(qa: pd.DataFrame) -> pd.DataFrame:
-    """Adds `task_roles`: the roles an entity has within its task, "forget+retain" when both."""
+def with_derived_columns(qa: pd.DataFrame) -> pd.DataFrame:
+    """The columns the suite checks that are not in the QA table itself:
+
+    - `task_roles`: the roles an entity has within its task, "forget+retain" when both;
+    - `image_nfc`, `question_nfc`: the text in Unicode NFC form (an NFD copy is the same record);
+    - `entity_classes`, `entity_sides`: how many classes, and (task, role) pairs, an entity has;
+    - `entity_spellings`: how many entity folders share this one's name once spaces,
+      underscores, Unicode form and case are set aside (Big Ben and Big_Ben: 2);
+    - `task_side`: "<task> <role> <split>", so that a side with no rows at all can be named.
+    """
+    import unicodedata
+
+    from .catalog import entity_key
+
     roles = (qa.groupby(["task", "entity_id"])["role"]
              .agg(lambda r: "+".join(sorted(set(r)))).rename("task_roles"))
-    return qa.join(roles, on=["task", "entity_id"])
+    out = qa.join(roles, on=["task", "entity_id"])
+    nfc = lambda text: unicodedata.normalize("NFC", text) if isinstance(text, str) else text  # noqa: E731
+    out["image_nfc"] = out["image"].map(nfc)
+    out["question_nfc"] = out["question"].map(nfc)
+    per_entity = qa.groupby("entity_id")
+    out["entity_classes"] = out["entity_id"].map(per_entity["class_name"].nunique()).astype("int64")
+    sides = qa[["entity_id", "task", "role"]].drop_duplicates().groupby("entity_id").size()
+    out["entity_sides"] = out["entity_id"].map(sides).astype("int64")
+    keys = pd.Series({e: entity_key(e) for e in qa["entity_id"].unique()}, dtype=object)
+    out["entity_spellings"] = out["entity_id"].map(keys.map(keys.value_counts())).astype("int64")
+    out["task_side"] = out["task"].astype(str) + " " + out["role"].astype(str) + " " + out["split"].astype(str)
+    return out
+
+
+with_task_roles = with_derived_columns  # the name the asset and older callers use
 
 
 def validate(df: pd.DataFrame, suite_name: str, parameters: dict | None = None,
@@ -81,20 +107,39 @@ def validate(df: pd.DataFrame, suite_name: str, parameters: dict | None = None,
         if r.exception_info and r.exception_info.get("raised_exception"):
             outcome.passed = False
             outcome.examples = [f"expectation could not run: {r.exception_info.get('exception_message')}"]
+        elif not r.success and "unexpected_index_list" not in r.result:  # about the whole table, not rows
+            outcome.unexpected_count = int(r.result.get("missing_count") or 1)
+            outcome.examples = [_describe_table_failure(r.expectation_config.kwargs, r.result)]
         elif not r.success:
             rows = list(r.result.get("unexpected_index_list") or [])
             outcome.unexpected_count = int(r.result.get("unexpected_count") or len(rows))
-            outcome.examples = [_locate(df.iloc[int(i)], meta.get("field", column), column)
+            outcome.examples = [_locate(df.iloc[int(i)], meta.get("field", column), meta.get("shows", column))
                                 for i in rows[:MAX_EXAMPLES] if isinstance(i, (int, float))]
         outcomes.append(outcome)
     order = {e["meta"]["check_name"]: i for i, e in enumerate(spec["expectations"])}
     return sorted(outcomes, key=lambda o: order[o.check_name])
 
 
-def _locate(row: pd.Series, release_field: str, column: str) -> str:
-    """Where a failing value came from in the release."""
-    value = row[column.split(",")[0]] if column else ""
-    if "," in column:
-        value = tuple(row[c] for c in column.split(","))
-    text = repr(value)
+def _locate(row: pd.Series, release_field: str, shows: str) -> str:
+    """Where a failing value came from in the release, and what of the row to show: a column (or
+    several, comma-separated), or `length:<column>` for a value too long to print."""
+    if shows.startswith("length:"):
+        text = f"{len(row[shows.split(':', 1)[1]]):,} characters"
+    elif "," in shows:
+        text = repr(tuple(_plain(row[c]) for c in shows.split(",")))
+    else:
+        text = repr(_plain(row[shows])) if shows else "''"
     return f"{row['source_file']}, record {row['record']}, field {release_field}: {text[:120]}"
+
+
+def _plain(value):
+    """numpy scalars as plain Python values (np.False_ prints as False)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+
+
+def _describe_table_failure(kwargs: dict, result: dict) -> str:
+    """A failure of a whole-table expectation, said plainly (what is missing)."""
+    missing = result.get("partial_missing_list")
+    if missing:
+        return f"no rows at all for {', '.join(map(str, missing))} (column {kwargs.get('column')})"
+    return f"observed {result.get('observed_value')!r}"[:200]
