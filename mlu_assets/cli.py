@@ -27,6 +27,8 @@ def _print_leaderboard(board: list[dict], html: str) -> None:
 
     frame = pd.DataFrame(board)
     columns = [c for c in CLI_COLUMNS if c in frame.columns]
+    if "note" in frame.columns and frame["note"].astype(bool).any():
+        columns.append("note")  # why some numbers are absent: nothing known, nothing to unlearn
     if frame.empty or frame["base model"].nunique() == 1:
         columns.remove("base model")  # one base model: the column says nothing
     shown = for_display(frame, columns) if not frame.empty else frame

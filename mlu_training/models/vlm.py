@@ -161,6 +161,8 @@ class VisionLanguageModel:
         little padding is computed, and returned in the order given. `adapter_names` (a peft
         model with several adapters) names the adapter of each item, "__base__" for none: one
         mixed batch serves them all."""
+        if not len(questions):  # transformers 5 decodes an empty batch as [""]: one answer too many
+            return []
         order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
         self.model.eval()
         lean = lean_greedy(self.model) and not generate_kwargs
