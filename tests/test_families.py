@@ -42,6 +42,18 @@ def test_every_family_has_a_builder_and_targets_for_each_part():
         get_family("blip_2")
 
 
+@pytest.mark.parametrize("family", WORKING)
+def test_each_part_takes_lora_where_the_table_says_and_only_there(family):
+    from mlu_training.models.tiny_families import BUILDERS
+
+    for where, parts in (("language", {"language"}), ("projector", {"projector"}), ("vision_tower", {"vision_tower"}),
+                         ("vision", {"projector", "vision_tower"})):
+        model, _ = BUILDERS[family](["Who is this person?", "Taylor Swift"])
+        peft_model = attach_lora(model, where, 2, 2, seed=0)
+        groups = param_groups(peft_model, {"language": 1, "projector": 1, "vision_tower": 1})
+        assert {g["name"] for g in groups} == parts, (family, where)
+
+
 @pytest.fixture(scope="module")
 def texts(tiny_world):
     s = tiny_world["splits"]
