@@ -27,6 +27,8 @@ def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = N
 
     frame = pd.DataFrame(board)
     columns = [c for c in CLI_COLUMNS if c in frame.columns]
+    if "note" in frame.columns and frame["note"].astype(bool).any():
+        columns.append("note")  # why some numbers are absent: nothing known, nothing to unlearn
     for same in ("base model", "judge"):  # one base model, one judge: the column says nothing (the heading does)
         if same in columns and (frame.empty or frame[same].nunique() == 1):
             columns.remove(same)

@@ -8,13 +8,14 @@ def sequence_metadata(summary) -> dict:
     import pandas as pd
 
     from mlu_training.figures import markdown
-    from mlu_training.sequences import stability_metric
+    from mlu_training.sequences import describe_nothing, parse_order, stability_metric
 
     metrics = summary.metrics
-    return {"forget_quality_X_UY": dg.MetadataValue.md(markdown(pd.DataFrame(summary.forget_quality))),
+    nothing = describe_nothing(summary.nothing_to_unlearn or {}, parse_order(summary.order))
+    return {**({"nothing_to_unlearn": nothing} if nothing else {}),"forget_quality_X_UY": dg.MetadataValue.md(markdown(pd.DataFrame(summary.forget_quality))),
             "utility_X_UY": dg.MetadataValue.md(markdown(pd.DataFrame(summary.utility))),
-            "stability_forget_quality": metrics[stability_metric("forget_quality")],
-            "stability_utility": metrics[stability_metric("utility")],
+            "stability_forget_quality": metrics.get(stability_metric("forget_quality"), float("nan")),
+            "stability_utility": metrics.get(stability_metric("utility"), float("nan")),
             "judge_missing": int(metrics["judge/missing"]), "mlflow_run_id": summary.run_id,
             "steps_reused": summary.steps_reused}
 

@@ -41,14 +41,19 @@ def judge(judge: Judge, kind: str, items: pd.DataFrame, responses: Sequence[str]
 
 def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config) -> pd.DataFrame:
     """Every evaluation item: the model's answer, its judge score (forget items: forget quality;
-    retain items: utility), the judge's reason, ROUGE-L against the ground truth."""
+    retain items: utility), the judge's reason, ROUGE-L against the ground truth. No items (a
+    model that knows none): an empty table, and the model is not asked."""
     items = eval_items.reset_index(drop=True)
+    if items.empty:
+        return score_answers(items, [], judge)
     return score_answers(items, answer(vlm, items, load_image, config.eval_batch_size, config.max_new_tokens), judge)
 
 
 def score_answers(items: pd.DataFrame, responses: list[str], judge_) -> pd.DataFrame:
     """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L."""
     items = items.reset_index(drop=True)
+    if len(responses) != len(items):
+        raise ValueError(f"{len(responses)} answers for {len(items)} items")
     out = items[["qa_id", "task", "role", "entity_id", "entity", "variant", "question", "answer"]].copy()
     out["response"] = responses
     out["score"] = pd.array([None] * len(out), dtype="Int64")

@@ -21,9 +21,10 @@ import pandas as pd
 
 from .adapters import AdapterTraining
 from .benchmark import DEFAULT_ORDER
-from .sequences import SequenceResult
+from .sequences import SequenceResult, nothing_to_unlearn
 
 DONE = "DONE"
+NOTHING = "NOTHING_TO_UNLEARN"  # in a step's folder: its task had nothing to unlearn (the reason inside)
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,17 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     while finished < len(config.order) and (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file():
         finished += 1
     resumed_from = finished
-    if finished == len(config.order):
-        vlm = None
-    elif finished == 0:
-        vlm = VisionLanguageModel.load(base_model_path)
-    else:
-        vlm = VisionLanguageModel.load(_step_dir(work_dir, finished - 1, config.order[finished - 1]) / "model")
+    # A task whose forget items the base model knows none of has nothing to unlearn: its step trains
+    # nothing (the backbone stays as it was) and is recorded with the reason; a model that knows
+    # nothing at all is never even loaded.
+    nothing = nothing_to_unlearn(eval_items, config.order)
+    vlm = None
+
+    def backbone():
+        nonlocal vlm
+        if vlm is None:
+            vlm = VisionLanguageModel.load(_latest_checkpoint(work_dir, config, finished) or base_model_path)
+        return vlm
 
     for index in range(finished, len(config.order)):
         task = config.order[index]
@@ -105,24 +111,42 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
         step_dir.mkdir(parents=True)
         step_seed = config.training.seed * 1000 + index
         seed_everything(step_seed)
-        if on_step:
-            on_step(index, task, "train")
-        adapted, losses = train_adapter(vlm, method, train_items, task, config.training, step_seed, load_image)
-        vlm.model = adapted.merge_and_unload()  # the backbone now carries this task's update
+        losses: list[float] = []
+        if task in nothing:
+            if on_step:
+                on_step(index, task, nothing[task])
+        else:
+            if on_step:
+                on_step(index, task, "train")
+            adapted, losses = train_adapter(backbone(), method, train_items, task, config.training, step_seed, load_image)
+            vlm.model = adapted.merge_and_unload()  # the backbone now carries this task's update
         if on_step:
             on_step(index, task, "evaluate")
-        evaluation = evaluate_all(vlm, eval_items, load_image, judge, config)
+        evaluation = evaluate_all(backbone() if len(eval_items) else None, eval_items, load_image, judge, config)
         evaluation.insert(0, "unlearned", task)
         evaluation.insert(1, "step", index)
-        vlm.save(step_dir / "model")
+        if vlm is not None:
+            vlm.save(step_dir / "model")
         evaluation.to_parquet(step_dir / "evaluation.parquet", index=False)
         (step_dir / "losses.json").write_text(json.dumps(losses))
+        if task in nothing:
+            (step_dir / NOTHING).write_text(nothing[task])
         (step_dir / DONE).write_text("")
-        if index > 0:  # only the newest checkpoint is needed to resume
+        if index > 0 and vlm is not None:  # only the newest checkpoint is needed to resume
             shutil.rmtree(_step_dir(work_dir, index - 1, config.order[index - 1]) / "model", ignore_errors=True)
+        finished = index + 1
         if on_step:
             on_step(index, task, "done")
     return load_sequence(work_dir, config, resumed_from)
+
+
+def _latest_checkpoint(work_dir: Path, config: UnlearningConfig, finished: int) -> Path | None:
+    """The newest finished step's model (None: no step changed the base model yet)."""
+    for index in range(finished - 1, -1, -1):
+        model = _step_dir(work_dir, index, config.order[index]) / "model"
+        if model.is_dir():
+            return model
+    return None
 
 
 def load_sequence(work_dir: Path, config: UnlearningConfig, resumed_from: int = 0) -> SequenceResult:

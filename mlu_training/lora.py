@@ -1,16 +1,13 @@
 """Where an update goes: LoRA adapters on the language model, the projector, the vision tower,
-or a mix, each group with its own learning rate (the paper's modality ablation)."""
+or a mix, each group with its own learning rate (the paper's modality ablation). The module names
+of each model family are in `models/families.py::FAMILIES`."""
 
 from __future__ import annotations
 
-import re
+from .models.families import FAMILIES, PARTS, FamilyFeatureError, family_of, get_family
 
-TARGETS = {
-    # Module names of the LLaVA family and of Qwen-VL (visual / merger) in transformers 5.
-    "language": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-    "projector": r".*(multi_modal_projector\.linear_[12]|visual\.merger\.mlp\.[0-9]+)",
-    "vision_tower": r".*(vision_tower|visual\.blocks).*\.(q_proj|k_proj|v_proj|out_proj|qkv|proj|fc1|fc2)",
-}
+# The LLaVA family's targets (the in-project tiny LLaVA's), as they have always been.
+TARGETS = {part: FAMILIES["llava"].pattern(part) for part in PARTS}
 CHOICES = {
     "language": ("language",),
     "projector": ("projector",),
@@ -20,33 +17,53 @@ CHOICES = {
 }
 
 
-def target_regex(where: str) -> str:
+def _parts(where: str) -> tuple[str, ...]:
     try:
-        parts = CHOICES[where]
+        return CHOICES[where]
     except KeyError:
         raise ValueError(f"LoRA targets {where!r}: choose one of {', '.join(CHOICES)}") from None
-    return "|".join(f"(?:{TARGETS[p]})" for p in parts)
+
+
+def target_regex(where: str, model_type: str = "llava") -> str:
+    """The regex of the modules LoRA wraps for `where` in the family `model_type`."""
+    family = get_family(model_type)
+    return "|".join(f"(?:{family.pattern(p)})" for p in _parts(where) if family.pattern(p))
 
 
 def attach_lora(model, where: str, rank: int, alpha: int, seed: int):
-    """A fresh LoRA adapter on the chosen parts; everything else frozen."""
+    """A fresh LoRA adapter on the chosen parts of the model's family; everything else frozen."""
     import torch
     from peft import LoraConfig, get_peft_model
 
+    family = family_of(model)
+    parts = _parts(where)
+    for part in parts:
+        family.require(f"LoRA on {part}")
+    params = [p for p in family.projector_parameters] if "projector" in parts else []
+    regex = target_regex(where, family.model_type)
     torch.manual_seed(seed)  # LoRA's A matrices are random: seeded, so runs repeat
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_regex(where), bias="none")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=regex or None, bias="none",
+                        target_parameters=params or None)
     peft_model = get_peft_model(model, config)
-    if not any(p.requires_grad for p in peft_model.parameters()):
-        raise ValueError(f"LoRA targets {where!r} matched no module of {type(model).__name__}")
+    names = {n.split(".lora_")[0] for n, p in peft_model.named_parameters() if p.requires_grad}
+    missing = [part for part in parts if not any(_part(family, n) == part for n in names)]
+    if missing:
+        raise FamilyFeatureError(family.model_type, f"take LoRA on {', '.join(missing)} (targets {where!r})",
+                                 f"no module of {type(model).__name__} matched; see models/families.py")
     return peft_model
+
+
+def _part(family, name: str) -> str | None:
+    inner = name.removeprefix("base_model.model.")
+    return family.part_of(inner) or family.part_of(name)
 
 
 def param_groups(peft_model, lr: dict[str, float]) -> list[dict]:
     """Trainable parameters grouped by part, each with its learning rate."""
-    groups: dict[str, list] = {part: [] for part in TARGETS}
+    family = family_of(peft_model)
+    groups: dict[str, list] = {part: [] for part in PARTS}
     for name, p in peft_model.named_parameters():
         if not p.requires_grad:
             continue
-        part = next((k for k, pattern in TARGETS.items() if re.match(pattern, name.split(".lora_")[0])), "language")
-        groups[part].append(p)
+        groups[_part(family, name.split(".lora_")[0]) or "language"].append(p)
     return [{"params": ps, "lr": lr[part], "name": part} for part, ps in groups.items() if ps]

@@ -4,14 +4,16 @@ metric names and tags sequences.py defines."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .figures import degradation_png, heatmap_png
-from .sequences import (KINDS, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low, final_values,
-                        matrix_from_metrics, parse_order, stability_metric, summary_metric, xuy_metric)
+from .sequences import (KINDS, NOTHING_TAG, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low,
+                        describe_nothing, final_values, matrix_from_metrics, parse_order, stability_metric,
+                        summary_metric, xuy_metric)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
                 by_seed.setdefault(run.data.tags.get("mlu.seed", "0"), run)
         entry = {"run_id": head.info.run_id, "model": key[0], "method": key[1], "order": order,
                  "judge": head.data.tags.get("mlu.judge", ""),
-                 "tasks": parse_order(order), "metrics": head.data.metrics, "seeds": sorted(by_seed, key=str)}
+                 "tasks": parse_order(order), "metrics": head.data.metrics, "seeds": sorted(by_seed, key=str),
+                 "nothing_to_unlearn": json.loads(head.data.tags.get(NOTHING_TAG) or "{}")}
         if len(by_seed) > 1:
             entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"], head.data.metrics)
         newest[key] = entry
@@ -103,6 +106,8 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
                 row[f"{column} low"], row[f"{column} high"] = _interval(m, name)
         row["router prec."] = sum(precision) / len(precision) if precision else None
         row["router recall"] = sum(recall) / len(recall) if recall else None
+        # the tasks the base model knew nothing of: the reason stands where their numbers would
+        row["note"] = describe_nothing(run.get("nothing_to_unlearn") or {}, tasks) or ""
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
@@ -121,7 +126,7 @@ def for_display(board: pd.DataFrame, columns: list[str] | None = None) -> pd.Dat
     names = [c for c in board.columns if not (c.endswith(" low") or c.endswith(" high"))]
     out = pd.DataFrame(index=board.index)
     for c in columns or names:
-        if c in ("method", "base model", "order", "seeds", "judge"):
+        if c in ("method", "base model", "order", "seeds", "judge", "note"):
             out[c] = board[c]
         elif f"{c} low" in board.columns:
             out[c] = [_number(v) if lo is None or lo != lo else f"{_number(v)} [{_number(lo)}, {_number(hi)}]"
@@ -173,6 +178,12 @@ def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None =
                                         out_dir / f"{method.replace(' ', '_')}_{kind}.png",
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "low"),
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "high"))))
+    nothing = sorted({(run.get("model", ""), describe_nothing(run.get("nothing_to_unlearn") or {}, run["tasks"]))
+                      for run in runs.values() if run.get("nothing_to_unlearn")})
+    notes = "".join(f"<li><b>{html.escape(model or 'the base model')}</b>: {html.escape(why)}</li>" for model, why in nothing)
+    notes = (f"<h2>Nothing to unlearn</h2><p>The knowledge filter keeps only the evaluation items a base model answers "
+             f"correctly; where it kept none of a task's forget items, there is nothing to unlearn and nothing to "
+             f"measure, so those scores are absent (–), not 0.</p><ul>{notes}</ul>") if nothing else ""
     images = "\n".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, p in figures)
@@ -189,7 +200,7 @@ task after its own request; BWT (backward transfer): mean over earlier tasks of 
 the largest fall of any task from right after its request to the end. [a, b]: the 95 % interval of a cluster
 bootstrap over entities and the questions about them (phrasings of one question share an answer, so they are
 resampled together), and over seeds when there are several.</p>
-<h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}
+<h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}{notes}
 <h2>Figures</h2>{images}</body></html>"""
     html_path = out_dir / "report.html"
     from .paths import atomic_write_bytes

@@ -22,6 +22,34 @@ ROLE_OF = SCORE_ROLE
 CI_LEVEL = 0.95  # every interval mlu reports
 N_BOOT = 1000
 SEQUENCE_RUN_KINDS = ("unlearning_sequence", "lumoe_sequence")  # tag mlu.kind of a sequence's run
+NOTHING_TAG = "mlu.nothing_to_unlearn"  # run tag: JSON {task: reason} of the tasks with nothing to unlearn
+NOTHING_KNOWN = "nothing to unlearn: the base model knows none of its evaluation items"
+NOTHING_KNOWN_FORGET = "nothing to unlearn: the base model knows none of its forget evaluation items"
+
+
+def nothing_to_unlearn(items: pd.DataFrame, tasks) -> dict[str, str]:
+    """task -> why there is nothing to unlearn, for each task of which the knowledge filter kept no
+    forget item (a model that does not know an entity cannot forget it, and forget quality cannot
+    be measured on nothing): a normal outcome for a real checkpoint, recorded, not an error."""
+    out = {}
+    for task in tasks:
+        mine = items[items["task"] == task] if "task" in items.columns else items.iloc[0:0]
+        if mine.empty:
+            out[task] = NOTHING_KNOWN
+        elif not (mine["role"] == FORGET).any():
+            out[task] = NOTHING_KNOWN_FORGET
+    return out
+
+
+def describe_nothing(reasons: dict[str, str], tasks) -> str | None:
+    """One line for people: `A, B, C, D: nothing to unlearn: …` (grouped by reason), or None."""
+    if not reasons:
+        return None
+    by_reason: dict[str, list[str]] = {}
+    for task in tasks:
+        if task in reasons:
+            by_reason.setdefault(reasons[task], []).append(task)
+    return "; ".join(f"{', '.join(ts)}: {reason}" for reason, ts in by_reason.items())
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -113,6 +141,14 @@ class SequenceResult:
     def order(self) -> str:
         return format_order(self.tasks)
 
+    @property
+    def nothing_to_unlearn(self) -> dict[str, str]:
+        """task -> reason, for the tasks of which no forget item was evaluated (none was known)."""
+        evaluations = self.evaluations
+        if "unlearned" in evaluations.columns:  # every step asks the same items: the first step's say which
+            evaluations = evaluations[evaluations["unlearned"] == self.tasks[0]]
+        return nothing_to_unlearn(evaluations, self.tasks)
+
     @cached_property
     def intervals(self) -> dict:
         """metric name -> stats.Interval: every X-UY score and every continual-learning summary,
@@ -145,8 +181,10 @@ class SequenceResult:
         unlearned to the end of the sequence (0 = perfectly stable)."""
         m = self.matrix(kind)
         last = f"U{self.tasks[-1]}"
-        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in self.tasks
-                         if t in m.index and pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])))
+        measured = [t for t in self.tasks if t in m.index and pd.notna(m.loc[t, f"U{t}"]) and pd.notna(m.loc[t, last])]
+        if not measured:
+            return float("nan")  # nothing was measured (nothing known): no number, not a perfect 0
+        return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in measured))
 
     def metrics(self) -> dict[str, float]:
         """The MLflow metrics of the tracking contract."""
@@ -160,13 +198,14 @@ class SequenceResult:
             m = self.matrix(kind)
             out.update({xuy_metric(kind, x, col[1:]): float(m.loc[x, col]) for x in m.index for col in m.columns
                         if exists(x, col) and pd.notna(m.loc[x, col])})
-            out[stability_metric(kind)] = self.stability(kind)
+            if pd.notna(stability := self.stability(kind)):
+                out[stability_metric(kind)] = stability
         for role in (FORGET, RETAIN):
             r = self.rouge_matrix(role)
             out.update({xuy_metric(f"rouge_l/{role}", x, col[1:]): float(r.loc[x, col]) for x in r.index
                         for col in r.columns if exists(x, col)})
         final = self.evaluations[self.evaluations["unlearned"] == self.tasks[-1]]
-        for (role, variant), g in final.groupby(["role", "variant"]):
+        for (role, variant), g in final.groupby(["role", "variant"]) if len(final) else ():
             kind = "forget_quality" if role == FORGET else "utility"
             value = score_ratio(g["score"]).value
             if value is not None:
@@ -210,23 +249,29 @@ class SequenceSummary:
     metrics: dict[str, float]
     steps_reused: int  # steps read back instead of computed
     router: list | None = None  # LUMoE: router quality after each request
+    nothing_to_unlearn: dict | None = None  # task -> reason, for the tasks the base model knew nothing of
 
     @classmethod
     def of(cls, result: SequenceResult, run_id: str, sequence_key: str, router: list | None = None) -> "SequenceSummary":
         return cls(method=result.config.method, order=result.order, run_id=run_id, sequence_key=sequence_key,
                    forget_quality=result.matrix("forget_quality").to_dict(), utility=result.matrix("utility").to_dict(),
-                   metrics=result.metrics(), steps_reused=result.resumed_from, router=router)
+                   metrics=result.metrics(), steps_reused=result.resumed_from, router=router,
+                   nothing_to_unlearn=result.nothing_to_unlearn or None)
 
 
 def log_sequence(store, result: SequenceResult, tags: dict[str, str], artifacts_dir: Path,
                  extra_metrics: dict[str, float] | None = None) -> str:
     """One MLflow run per sequence: the config as params, every X-UY metric, stability, ROUGE-L,
     paraphrase results, loss curves per task, the heatmaps and the answers. Returns its id."""
+    import json
+
     import mlflow
 
     from .figures import heatmap_png
 
     config = result.config
+    if result.nothing_to_unlearn:
+        tags = {**tags, NOTHING_TAG: json.dumps(result.nothing_to_unlearn)}
     with store.start_run(f"{config.method}-{result.order}", tags) as run:
         mlflow.log_params(config.params())
         mlflow.log_metrics(result.metrics() | (extra_metrics or {}))  # computed once: cached intervals

@@ -104,9 +104,16 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known = filter_known(VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
                          judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)
+    from mlu_training.sequences import describe_nothing, nothing_to_unlearn
+
     kept, table = known.kept, known.table
     context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items")
+    tasks = sorted(table["task"].unique())
+    nothing = describe_nothing(nothing_to_unlearn(kept, tasks), tasks)
+    if nothing:  # a model that knows none of a task's items is an outcome: the sequences record it
+        context.log.warning(f"knowledge filter of {context.partition_key}: {nothing}")
     yield dg.Output(kept, metadata={
+        **({"nothing_to_unlearn": nothing} if nothing else {}),
         "dagster/row_count": len(kept), "num_rows": len(kept), "num_items": len(table),
         "kept_fraction": round(len(kept) / max(1, len(table)), 3), "judge": judge.describe(),
         "kept_per_task": dg.MetadataValue.md(known.per_task.to_markdown(index=False)),

@@ -56,8 +56,10 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     missing = [t for t in config.tasks if t not in experts]
     if missing:
         raise ValueError(f"no expert for {', '.join(missing)}: materialize lumoe_experts for them first")
-    mixture = ExpertMixture(base_model_path)
     items = eval_items.reset_index(drop=True)
+    if items.empty:  # the base model knows none of the items: nothing to route, answer or unlearn
+        return _nothing_known(items, judge, config), [_no_routes(task) for task in config.tasks]
+    mixture = ExpertMixture(base_model_path)
     images = [load_image(p) for p in items["image"]]
     frames, quality = [], []
     router = None
@@ -87,6 +89,22 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
         quality.append({"after": task, **summary, "missing": getattr(router, "missing", 0),  # API routes not had
                         "per_task": per_task.to_dict("records")})
     return SequenceResult(config, pd.concat(frames, ignore_index=True)), quality
+
+
+def _no_routes(task: str) -> dict:
+    return {"after": task, "accuracy": None, "retain_to_expert_rate": None, "forget_recall": None, "missing": 0,
+            "per_task": []}
+
+
+def _nothing_known(items: pd.DataFrame, judge, config: LumoeConfig) -> SequenceResult:
+    """The result of a sequence over no items: every step's (empty) table, so the sequence's
+    `nothing_to_unlearn` says why, and every score is absent rather than 0."""
+    frame = score_answers(items, [], judge)
+    for column in ("route", "true_route", "route_reason"):
+        frame[column] = pd.Series(dtype=object)
+    frame.insert(0, "unlearned", pd.Series(dtype=object))
+    frame.insert(1, "step", pd.Series(dtype="int64"))
+    return SequenceResult(config, frame)
 
 
 def lumoe_key(config: LumoeConfig, base_model_key: str, data_digest: str, expert_keys: list[str], eval_digest: str,

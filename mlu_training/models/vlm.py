@@ -16,9 +16,20 @@ import torch
 from PIL import Image
 
 IGNORE_INDEX = -100
-# Architectures whose decoding is plain 1-D positions over a KV cache: our greedy loop serves them
-# (it drops finished rows as it goes). Others (Qwen-VL's 3-D rope, say) use transformers' generate.
-LEAN_GREEDY_MODEL_TYPES = {"llava", "llava_next"}
+
+
+def _family(model):
+    """The model's entry in models/families.py (None for a family mlu has no entry for)."""
+    from .families import FAMILIES
+
+    return FAMILIES.get(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def lean_greedy(model) -> bool:
+    """Plain 1-D positions over a KV cache: our greedy loop serves it (dropping finished rows as it
+    goes). Others (Qwen-VL's 3-D rope, Mllama's cross-attention, say) use transformers' generate."""
+    family = _family(model)
+    return family is not None and family.lean_greedy
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -58,8 +69,12 @@ class VisionLanguageModel:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import json
+
+        from transformers import AutoModelForImageTextToText
         from transformers.utils import logging as hf_logging
+
+        from .families import load_processor
 
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -67,7 +82,8 @@ class VisionLanguageModel:
                 f"no model at {path}: expected a local checkpoint folder with config.json "
                 "(MLU_BASE_MODEL takes a path; nothing is downloaded)")
         hf_logging.disable_progress_bar()
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+        processor = load_processor(path, model_type, trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             path, local_files_only=True, trust_remote_code=trust_remote_code,
             dtype=dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32))
@@ -98,15 +114,20 @@ class VisionLanguageModel:
         tok = self.tokenizer
         old = tok.padding_side
         tok.padding_side = padding_side
+        family = _family(self.model)
+        images = [[im] for im in images] if family is not None and family.nested_images else list(images)
         try:
-            return self.processor(text=self.prompts(questions), images=list(images), padding=True, return_tensors="pt")
+            return self.processor(text=self.prompts(questions), images=images, padding=True, return_tensors="pt")
         finally:
             tok.padding_side = old
 
     # -- training batches --------------------------------------------------------------------
     def training_batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str],
                        max_answer_tokens: int = 160) -> dict[str, torch.Tensor]:
-        """Prompt + answer + end-of-sequence, right-padded; labels only on the answer tokens."""
+        """Prompt + answer + end-of-sequence, right-padded; labels only on the answer tokens. What
+        the processor gives per prompt token besides the ids (Qwen-VL's mm_token_type_ids, Gemma's
+        token_type_ids, Mllama's cross_attention_mask) is laid out the same way, the answer tokens
+        taking the prompt's last token's value (text, attending to the image), as in generation."""
         tok = self.tokenizer
         prompt = self._encode_prompts(images, questions, padding_side="right")
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
@@ -122,6 +143,13 @@ class VisionLanguageModel:
             labels[i, len(p): len(p) + len(a)] = torch.tensor(a)
             attention[i, : len(p) + len(a)] = 1
         batch = {k: v for k, v in prompt.items() if k not in ("input_ids", "attention_mask")}
+        for key, value in batch.items():
+            if torch.is_tensor(value) and value.dim() >= 2 and value.shape[:2] == prompt["input_ids"].shape:
+                laid = value.new_zeros((len(answers), length, *value.shape[2:]))
+                for i, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
+                    laid[i, : len(p)] = value[i, : len(p)]
+                    laid[i, len(p): len(p) + len(a)] = value[i, len(p) - 1]
+                batch[key] = laid
         batch.update(input_ids=input_ids, attention_mask=attention, labels=labels)
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -133,9 +161,11 @@ class VisionLanguageModel:
         little padding is computed, and returned in the order given. `adapter_names` (a peft
         model with several adapters) names the adapter of each item, "__base__" for none: one
         mixed batch serves them all."""
+        if not len(questions):  # transformers 5 decodes an empty batch as [""]: one answer too many
+            return []
         order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
         self.model.eval()
-        lean = self.model.config.model_type in LEAN_GREEDY_MODEL_TYPES and not generate_kwargs
+        lean = lean_greedy(self.model) and not generate_kwargs
         tokens: dict[int, list[int]] = {}
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
