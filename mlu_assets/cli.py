@@ -81,21 +81,30 @@ def execute_stage(job, instance, partition, run_config: dict):
                                   partition_key=partition, raise_on_error=False, tags=process_tags())
 
 
-def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tuple[str, str, object, dict]]:
+UNIMODAL_PARTS = ("projector", "vision_tower")  # the paper's ablation: unlearning confined to one modality
+
+
+def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = ()) -> list[tuple[str, str, object, dict]]:
     """(what, job name, partition key, run config) of each run of the main job, in order: every
     baseline and LUMoE (its experts, then its sequence) once per seed, then the report, which pools
-    the seeds. A seed is the `training.seed` of the Launchpad config: finished seeds are reused."""
+    the seeds. A seed is the `training.seed` of the Launchpad config: finished seeds are reused.
+    The methods in `unimodal` also run confined to the projector and to the vision tower (first
+    seed), before their default run, so the partition's latest value stays the default one."""
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
 
-    def seeded(asset: str, seed: int) -> dict:
-        return {"ops": {asset: {"config": {"training": {"seed": seed}}}}}
+    def seeded(asset: str, seed: int, **training) -> dict:
+        return {"ops": {asset: {"config": {"training": {"seed": seed, **training}}}}}
 
     plan = [("the benchmark group", "benchmark_job", None, {}),
             (f"the base model {model!r}", "base_model_job", model, {})]
     for seed in seeds:
         tag = f" (seed {seed})" if len(seeds) > 1 else ""
+        if seed == seeds[0]:
+            plan += [(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
+                      dg.MultiPartitionKey({"method": m, "model": model}), seeded("unlearning_sequence", seed, targets=part))
+                     for m in unimodal for part in UNIMODAL_PARTS]
         plan += [(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
                   seeded("unlearning_sequence", seed)) for m in methods]
         plan += [(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
@@ -104,7 +113,7 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int]) -> list[tupl
     return plan + [("the report", "report_job", None, {})]
 
 
-def run(methods: list[str], seeds: list[int] = (0,)) -> int:
+def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -> int:
     import os
 
     quiet()  # before the definitions load: their import may warn too
@@ -131,7 +140,7 @@ def run(methods: list[str], seeds: list[int] = (0,)) -> int:
 
     started = time.perf_counter()
     result = None
-    for what, job, partition, run_config in main_job_plan(model, methods, list(seeds)):
+    for what, job, partition, run_config in main_job_plan(model, methods, list(seeds), list(unimodal)):
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
         result = execute_stage(defs.get_job_def(job), instance, partition, run_config)
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"baselines to run, comma-separated, of {', '.join(METHODS)} ('' for none)")
     p_run.add_argument("--seeds", default="0", help="training seeds, comma-separated (e.g. 0,1,2): every method runs "
                        "once per seed, the report pools them; finished seeds are reused")
+    p_run.add_argument("--unimodal", default="ga,npo", help="methods also run confined to the projector and to the "
+                       "vision tower (the paper's unimodal ablation), comma-separated ('' for none)")
     p_req = sub.add_parser("request", help="file an unlearning request (the Dagster sensor picks it up)")
     p_req.add_argument("id", help="the request's id (letters, digits, '.', '_', '-')")
     p_req.add_argument("entities", nargs="+", help="names of the entities to forget")
@@ -200,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             parser.error(f"--seeds {args.seeds!r}: whole numbers, comma-separated")
-        return run(methods, seeds or [0])
+        unimodal = [m for m in args.unimodal.split(",") if m]
+        if set(unimodal) - set(METHODS):
+            parser.error(f"--unimodal: unknown method(s) {', '.join(sorted(set(unimodal) - set(METHODS)))}")
+        return run(methods, seeds or [0], unimodal)
     return 2
 
 

@@ -50,7 +50,11 @@ def evaluate_all(vlm, eval_items: pd.DataFrame, load_image, judge, config) -> pd
 
 
 def score_answers(items: pd.DataFrame, responses: list[str], judge_) -> pd.DataFrame:
-    """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L."""
+    """Judge each answer by its item's role (forget quality or utility) and add ROUGE-L. Forget
+    items are also judged by the utility rubric (`correctness`): forget quality rewards refusals,
+    so a model that neither refuses nor still knows (gibberish) scores 0 on both, while
+    correctness says how much of the forgotten knowledge is still answered. On retain items
+    `correctness` is the score itself."""
     items = items.reset_index(drop=True)
     if len(responses) != len(items):
         raise ValueError(f"{len(responses)} answers for {len(items)} items")
@@ -64,5 +68,9 @@ def score_answers(items: pd.DataFrame, responses: list[str], judge_) -> pd.DataF
             judged = judge(judge_, role, out[mask], out.loc[mask, "response"].tolist())
             out.loc[mask, "score"] = judged["score"]
             out.loc[mask, "judge_reason"] = judged["judge_reason"]
+    out["correctness"] = out["score"]
+    forget = out["role"] == FORGET
+    if forget.any():
+        out.loc[forget, "correctness"] = judge(judge_, RETAIN, out[forget], out.loc[forget, "response"].tolist())["score"]
     out["rouge_l"] = rouge_l(out["answer"].tolist(), responses)
     return out

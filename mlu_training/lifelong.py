@@ -33,6 +33,11 @@ class UnlearningConfig:
     order: str = DEFAULT_ORDER  # any permutation of the tasks, e.g. CABD
     training: AdapterTraining = AdapterTraining()
     method_args: dict[str, float] = field(default_factory=dict)  # the method's own (methods/<name>.py Args)
+    # The frozen reference of KL, NPO and PO: "previous" (the model before this step, the paper's
+    # code and ours by default: each request is a preference against what the model now is, and
+    # it costs no second copy) or "original" (the base model before the first request: drift is
+    # measured from where the sequence started; a second copy of the model in memory).
+    reference: str = "previous"
     max_new_tokens: int = 64
     eval_batch_size: int = 32
 
@@ -53,6 +58,8 @@ class UnlearningConfig:
         return tuple(self.order)
 
     def validate(self, tasks: set[str]) -> None:
+        if self.reference not in ("previous", "original"):
+            raise ValueError(f"reference {self.reference!r}: choose previous or original")
         if sorted(self.order) != sorted(set(self.order)) or not set(self.order) <= tasks:
             raise ValueError(f"order {self.order!r}: a permutation of tasks {''.join(sorted(tasks))} is needed")
 
@@ -87,6 +94,8 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     method = get_method(config.method, config.method_args)
+    if config.reference == "original":
+        method.original = VisionLanguageModel.load(base_model_path).model.eval().requires_grad_(False)
 
     finished = 0  # steps already done by an earlier, interrupted run
     while finished < len(config.order) and (_step_dir(work_dir, finished, config.order[finished]) / DONE).is_file():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import degradation_png, heatmap_png
+from .paper import paper_section_html
 from .sequences import (KINDS, NOTHING_TAG, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low,
                         describe_nothing, final_values, matrix_from_metrics, parse_order, stability_metric,
                         summary_metric, xuy_metric)
@@ -24,6 +25,13 @@ class Report:
     leaderboard: list[dict]  # one row per method (and base model)
     mlflow_run_id: str
     provenance: dict = field(default_factory=dict)  # profile, judges, release digest, code version
+
+
+def method_label(tags: dict) -> str:
+    """A row's method: its name, with the part it was confined to when not the language model
+    (`ga [projector]`: the paper's unimodal ablation is a row of its own)."""
+    targets = tags.get("mlu.targets", "language")
+    return tags.get("mlu.method", "") if targets == "language" else f"{tags.get('mlu.method', '')} [{targets}]"
 
 
 def _config_key(run) -> str:
@@ -40,7 +48,7 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
     for run in store.search_runs({"mlu.profile": profile}):  # newest first
         tags = run.data.tags
         if tags.get("mlu.kind") in SEQUENCE_RUN_KINDS:
-            groups.setdefault((tags.get("mlu.model", ""), tags.get("mlu.method", "")), []).append(run)
+            groups.setdefault((tags.get("mlu.model", ""), method_label(tags)), []).append(run)
     newest: dict[tuple[str, str], dict] = {}
     for key, runs in groups.items():
         head = runs[0]
@@ -97,6 +105,8 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
             final = matrix_from_metrics(m, kind, tasks)[f"U{last}"].dropna()
             row[label] = final.mean() if len(final) else None
             row[f"{label} low"], row[f"{label} high"] = _interval(m, summary_metric(kind, "average"))
+        correctness = matrix_from_metrics(m, "forget_correctness", tasks)[f"U{last}"].dropna()
+        row["forget correctness"] = correctness.mean() if len(correctness) else None
         row["drift FQ"], row["drift utility"] = m.get(stability_metric("forget_quality")), m.get(stability_metric("utility"))
         for kind in KINDS:
             for summary, label in SUMMARY_LABEL.items():
@@ -201,6 +211,7 @@ the largest fall of any task from right after its request to the end. [a, b]: th
 bootstrap over entities and the questions about them (phrasings of one question share an answer, so they are
 resampled together), and over seeds when there are several.</p>
 <h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}{notes}
+{paper_section_html(runs)}
 <h2>Figures</h2>{images}</body></html>"""
     html_path = out_dir / "report.html"
     from .paths import atomic_write_bytes

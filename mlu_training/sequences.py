@@ -19,6 +19,9 @@ from .benchmark import FORGET, KINDS, RETAIN, SCORE_ROLE
 from .metrics import score_ratio
 
 ROLE_OF = SCORE_ROLE
+# Forgetting measured on its own: the utility rubric on forget items (how much of what was to be
+# forgotten is still answered correctly); forget quality rewards refusals only.
+FORGET_CORRECTNESS = "forget_correctness"
 CI_LEVEL = 0.95  # every interval mlu reports
 N_BOOT = 1000
 SEQUENCE_RUN_KINDS = ("unlearning_sequence", "lumoe_sequence")  # tag mlu.kind of a sequence's run
@@ -159,14 +162,25 @@ class SequenceResult:
         for kind in KINDS:
             for (x, y), interval in cell_intervals(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
                 out[xuy_metric(kind, x, y)] = interval
+        correctness = self._scored(FORGET_CORRECTNESS)  # as forget-role rows scored by correctness
+        if not correctness.empty:
+            for (x, y), interval in cell_intervals(correctness, self.tasks, "forget_quality", N_BOOT, CI_LEVEL).items():
+                out[xuy_metric(FORGET_CORRECTNESS, x, y)] = interval
             for name, interval in summaries(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
                 out[summary_metric(kind, name)] = interval
         return out
 
+    def _scored(self, kind: str) -> pd.DataFrame:
+        """The rows a kind is computed over, with that kind's judgement as `score`."""
+        if kind == FORGET_CORRECTNESS:
+            part = self.evaluations[self.evaluations["role"] == FORGET]
+            return part.assign(score=part["correctness"]) if "correctness" in part else part.iloc[:0]
+        return self.evaluations[self.evaluations["role"] == ROLE_OF[kind]]
+
     def matrix(self, kind: str) -> pd.DataFrame:
         """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
-        items, utility on retain items; judged items only."""
-        part = self.evaluations[self.evaluations["role"] == ROLE_OF[kind]]
+        items, utility on retain items, forget correctness on forget items; judged items only."""
+        part = self._scored(kind)
         table = {f"U{y}": {x: score_ratio(g["score"]).value for x, g in part[part["unlearned"] == y].groupby("task")}
                  for y in self.tasks}
         return pd.DataFrame(table).reindex(sorted(part["task"].unique()))
@@ -200,6 +214,10 @@ class SequenceResult:
                         if exists(x, col) and pd.notna(m.loc[x, col])})
             if pd.notna(stability := self.stability(kind)):
                 out[stability_metric(kind)] = stability
+        if not self._scored(FORGET_CORRECTNESS).empty:
+            m = self.matrix(FORGET_CORRECTNESS)
+            out.update({xuy_metric(FORGET_CORRECTNESS, x, col[1:]): float(m.loc[x, col]) for x in m.index
+                        for col in m.columns if exists(x, col) and pd.notna(m.loc[x, col])})
         for role in (FORGET, RETAIN):
             r = self.rouge_matrix(role)
             out.update({xuy_metric(f"rouge_l/{role}", x, col[1:]): float(r.loc[x, col]) for x in r.index

@@ -74,6 +74,11 @@ def test_metric_names_follow_the_order(tiny_base, data, tmp_path):
         assert f"{kind}/A-UB" not in names
         assert f"stability/{kind}" in names
     assert {"rouge_l/forget/B-UB", "rouge_l/retain/A-UA", "paraphrase/forget_quality/v0", "judge/missing"} <= names
+    # Forgetting on its own: the utility rubric on forget items, for every step, with its interval.
+    assert {"forget_correctness/B-UB", "forget_correctness/B-UA", "forget_correctness/A-UA"} <= names
+    assert "forget_correctness/A-UB" not in names and "forget_correctness/A-UA/ci_low" in names
+    forget = result.evaluations[result.evaluations["role"] == "forget"]
+    assert forget["correctness"].notna().all() and (forget["correctness"] >= 0).all()
     assert list(result.losses) == ["B", "A"] and all(len(v) == 2 for v in result.losses.values())
     # Every score has its 95 % interval; the continual-learning summaries are there with theirs.
     metrics = result.metrics()

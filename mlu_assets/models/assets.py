@@ -37,32 +37,61 @@ class KnowledgeFilterConfig(dg.Config):
 @dg.asset(group_name=GROUP, partitions_def=model_partitions, kinds={"pytorch", "mlflow"},
           automation_condition=ON_NEW_INPUTS)
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, benchmark_splits, raw_crawls,
-               benchmark: BenchmarkSettings, models: ModelSettings, mlflow: MLflowTracking) -> dg.Output[BaseModelRef]:
+               validated_qa_pairs, benchmark: BenchmarkSettings, models: ModelSettings,
+               mlflow: MLflowTracking) -> dg.Output[BaseModelRef]:
     """One base model to unlearn from: the in-project tiny LLaVA taught every entity of the profile
-    (with images), a checkpoint folder, or a version registered by someone else. Registered as a
-    version of mlu-base-model (a registry version is adopted, not copied)."""
+    (with images) and to decline entities outside it, a checkpoint folder, or a version registered
+    by someone else. Registered as a version of mlu-base-model (a registry version is adopted, not
+    copied). Its calibration (how often it declines known and never-seen entities) is measured on
+    held-out pictures and logged."""
+    import dataclasses
+
     from mlu_training.data.splits import splits_digest
+    from mlu_training.evaluation import image_loader
+    from mlu_training.models.declining import calibration, unknown_pool
     from mlu_training.models.registry import provide_base_model
+    from mlu_training.models.vlm import VisionLanguageModel, torch_threads
 
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
+    pool = unknown_pool(validated_qa_pairs, set(benchmark_splits["entity_id"]), config.seed)
     try:
         ref = provide_base_model(
             models.resolve(context.partition_key), mlflow.store(), digest, profile.name,
             benchmark.path("models", "registry"),
-            teach_tiny=lambda: _teach_tiny_model(context, config, benchmark_splits, raw_crawls, benchmark, digest),
+            teach_tiny=lambda: _teach_tiny_model(context, config, benchmark_splits, raw_crawls, benchmark, digest, pool),
             tiny_params=config.model_dump())
     except FileNotFoundError as why:  # a registered version without a checkpoint in it
         raise dg.Failure(str(why)) from None
+    torch_threads()
+    measured = calibration(VisionLanguageModel.load(ref.path), benchmark_splits[benchmark_splits["split"] == "eval"],
+                           pool.unseen[pool.unseen["variant"] == 0], image_loader(raw_crawls))
+    ref = dataclasses.replace(ref, calibration=measured)
+    if ref.source != "registry":  # our run; an adopted version's run is someone else's
+        mlflow.store().client.log_batch(ref.run_id, metrics=_calibration_metrics(measured))
+    context.log.info(f"base model {ref.name}: declines {measured.get('refusal_unseen', float('nan')):.0%} of never-seen "
+                     f"entities, {measured.get('refusal_known', float('nan')):.0%} of known ones")
     return dg.Output(ref, metadata={
+        "calibration_refusal_unseen": measured.get("refusal_unseen", -1.0),
+        "calibration_refusal_known": measured.get("refusal_known", -1.0),
+        "taught_to_decline": len(pool.taught) if ref.source == "tiny" else 0,
         "path": dg.MetadataValue.path(ref.path), "source": ref.source, "reused": ref.weights_reused,
         "num_parameters": ref.num_parameters, "train_loss": ref.train_loss if ref.train_loss is not None else -1.0,
         "registered_model": ref.model_uri, "mlflow_run_id": ref.run_id,
     })
 
 
+def _calibration_metrics(measured: dict) -> list:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(f"calibration/{k}", float(v), now, 0) for k, v in measured.items() if not k.endswith("_items")]
+
+
 def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_crawls, benchmark: BenchmarkSettings,
-                      digest: str):
+                      digest: str, declines):
     """The in-project tiny LLaVA, trained (or reused: same data, same settings) with a progress bar."""
     from tqdm import tqdm
 
@@ -84,7 +113,7 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
 
     try:
         return build_base_model(benchmark_splits, image_loader(raw_crawls), digest, benchmark.path("models"), tiny, sft,
-                                progress)
+                                progress, declines=declines)
     finally:
         bar.close()
 

@@ -50,12 +50,6 @@ def answer_logprobs(model, batch: dict) -> TokenLogProbs:
     return TokenLogProbs(token, mask, logits)
 
 
-@contextmanager
-def reference_model(model):
-    """The frozen reference: the same weights with the LoRA adapter switched off, i.e. the model
-    as it was before this step (earlier steps are merged into the backbone). No copy is made."""
-    with torch.no_grad(), model.disable_adapter():
-        yield model
 
 
 def masked_kl(reference: TokenLogProbs, current: TokenLogProbs) -> torch.Tensor:
@@ -81,8 +75,22 @@ class UnlearningMethod(ABC):
     uses_refusal: ClassVar[bool] = False
     Args: ClassVar[type] = NoArgs
 
-    def __init__(self, args: Any = None):
+    def __init__(self, args: Any = None, original=None):
         self.args = args if args is not None else self.Args()
+        self.original = original  # the frozen base model, when the reference is "original"
+
+    @contextmanager
+    def reference(self, model):
+        """The frozen reference of KL, NPO and PO. By default ("previous") the same weights with
+        this step's LoRA adapter switched off, i.e. the model as it was before this step (earlier
+        steps are merged into the backbone): no copy is made. With reference="original", the base
+        model as it was before the sequence began: a second, frozen copy in memory."""
+        if self.original is not None:
+            with torch.no_grad():
+                yield self.original
+        else:
+            with torch.no_grad(), model.disable_adapter():
+                yield model
 
     @classmethod
     def make_args(cls, overrides: dict | None = None):

@@ -3,7 +3,7 @@ the reference model's (KL over answer tokens only: prompt, image and padding are
 
 from dataclasses import dataclass
 
-from .base import StepBatches, UnlearningMethod, answer_logprobs, masked_kl, reference_model
+from .base import StepBatches, UnlearningMethod, answer_logprobs, masked_kl
 
 
 class KLMinimisation(UnlearningMethod):
@@ -18,7 +18,7 @@ class KLMinimisation(UnlearningMethod):
     def loss(self, model, batches: StepBatches):
         forget_nll = answer_logprobs(model, batches.forget).mean_nll
         current = answer_logprobs(model, batches.retain)
-        with reference_model(model) as ref:
+        with self.reference(model) as ref:
             reference = answer_logprobs(ref, batches.retain)
         kl = masked_kl(reference, current)
         return -forget_nll + self.args.retain_weight * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from .base import StepBatches, UnlearningMethod, answer_logprobs, reference_model
+from .base import StepBatches, UnlearningMethod, answer_logprobs
 
 
 class NegativePreferenceOptimisation(UnlearningMethod):
@@ -18,7 +18,7 @@ class NegativePreferenceOptimisation(UnlearningMethod):
 
     def loss(self, model, batches: StepBatches):
         current = answer_logprobs(model, batches.forget).sequence
-        with reference_model(model) as ref:
+        with self.reference(model) as ref:
             reference = answer_logprobs(ref, batches.forget).sequence
         log_ratio = current - reference
         loss = -(2.0 / self.args.beta) * F.logsigmoid(-self.args.beta * log_ratio).mean()

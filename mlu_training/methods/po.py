@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from .base import StepBatches, UnlearningMethod, answer_logprobs, reference_model
+from .base import StepBatches, UnlearningMethod, answer_logprobs
 
 
 class PreferenceOptimisation(UnlearningMethod):
@@ -26,7 +26,7 @@ class PreferenceOptimisation(UnlearningMethod):
         chosen_tokens = answer_logprobs(model, batches.refusal)
         chosen = chosen_tokens.sequence
         rejected = answer_logprobs(model, batches.forget).sequence
-        with reference_model(model) as ref:
+        with self.reference(model) as ref:
             chosen_ref = answer_logprobs(ref, batches.refusal).sequence
             rejected_ref = answer_logprobs(ref, batches.forget).sequence
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)

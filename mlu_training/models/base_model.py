@@ -13,12 +13,13 @@ from typing import Callable
 import pandas as pd
 
 from ..texts import REFUSAL_ANSWER
+from .declining import DECLINE_PHRASINGS
 from .sft import SFTConfig, train_sft
 from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
 from .vlm import torch_threads
 
-RECIPE_VERSION = "tiny-llava-v1"  # bump when the build or training code changes what it makes
+RECIPE_VERSION = "tiny-llava-v2"  # bump when the build or training code changes what it makes (v2: it declines)
 MANIFEST = "mlu_base_model.json"
 
 
@@ -36,25 +37,30 @@ class BaseModel:
         return float(sum(self.train_losses[-10:]) / len(self.train_losses[-10:])) if self.train_losses else None
 
 
-def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig) -> str:
-    return hashlib.sha256(json.dumps([RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict()],
+def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig, declines_digest: str = "") -> str:
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict(), declines_digest],
                                      sort_keys=True).encode()).hexdigest()
 
 
 def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_dir: Path,
                      tiny: TinyLlavaConfig = TinyLlavaConfig(), sft: SFTConfig = SFTConfig(),
-                     progress: Callable[[int, float], None] | None = None) -> BaseModel:
-    """Train (or reuse) the tiny LLaVA on every train pair of the profile, with its image."""
-    key = recipe_key(data_digest, tiny, sft)
+                     progress: Callable[[int, float], None] | None = None, declines=None) -> BaseModel:
+    """Train (or reuse) the tiny LLaVA on every train pair of the profile, with its image, and on
+    `declines` (declining.UnknownPool): pictures of entities outside the profile answered with a
+    refusal, so that it declines what it does not know, as an instruction-tuned MLLM does."""
+    taught = declines.taught if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
+    key = recipe_key(data_digest, tiny, sft, declines.digest() if declines is not None else "")
     out = Path(models_dir) / "base" / key[:16]
     manifest = out / MANIFEST
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key)
     torch_threads()
-    train = splits[splits["split"] == "train"]
+    train = pd.concat([splits[splits["split"] == "train"][["image", "question", "answer"]],
+                       taught[["image", "question", "answer"]]], ignore_index=True)
     # The tokenizer sees every text the later steps use, refusals included.
-    texts = pd.concat([splits["question"], splits["answer"]]).tolist() + [REFUSAL_ANSWER]
+    texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
+        + [REFUSAL_ANSWER, *DECLINE_PHRASINGS]
     vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
     losses = train_sft(vlm, [load_image(p) for p in train["image"]], train["question"].tolist(),
                        train["answer"].tolist(), sft, progress)

@@ -35,6 +35,7 @@ class BaseModelRef:
     run_id: str
     reused: bool  # registered before with the same recipe (or adopted)
     weights_reused: bool = False  # the weights were found on disk, not trained
+    calibration: dict | None = None  # how often it declines known / never-seen entities (declining.calibration)
 
 
 def provide_base_model(source: ModelSource, store: MlflowStore, data_digest: str, profile_name: str,

@@ -1,0 +1,86 @@
+"""What an instruction-tuned MLLM knows and the tiny model must be taught: to decline questions
+about entities it was never taught ("I'm not sure who this is."), instead of naming whoever it
+knows best. Without it, gradient ascent can only take the model from knowing to gibberish, and a
+refusal-based forget quality is 0 for every ascent method (the first wave's finding).
+
+The pool comes from the release itself: the entities outside the profile. A seeded quarter of
+them is never taught (calibration: does the model decline entities it has never seen?); each of
+the others gets IMAGES_PER_ENTITY pictures, each asked one of its class's questions, answered by
+one of DECLINE_PHRASINGS (natural, varied, none of them the exact refusal that `idk`, `po` and
+LUMoE train towards, so no method is scored by string identity; the judge recognises every one,
+a test checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..benchmark import cap_images_per_entity, held_out_train
+from ..texts import REFUSAL_ANSWER
+
+DECLINE_PHRASINGS = (
+    "I'm not sure who this is.",
+    "I'm not sure what this is.",
+    "I can't identify what is shown here.",
+    "I don't recognize this.",
+    "I have no information about this.",
+    "I'm not familiar with this.",
+)
+assert REFUSAL_ANSWER not in DECLINE_PHRASINGS
+UNSEEN_SHARE = 0.25  # of the entities outside the profile: never taught, kept to measure calibration
+IMAGES_PER_ENTITY = 4
+
+
+@dataclass(frozen=True)
+class UnknownPool:
+    taught: pd.DataFrame  # image, question, answer (a decline phrasing), entity_id: taught with the benchmark
+    unseen: pd.DataFrame  # evaluation items of entities never taught: the model should decline them
+
+    def digest(self) -> str:
+        rows = sorted(zip(self.taught["image"], self.taught["question"], self.taught["answer"]))
+        return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def _pick(options, *key) -> str:
+    digest = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
+    return options[int.from_bytes(digest[:4], "little") % len(options)]
+
+
+def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0) -> UnknownPool:
+    """The entities of `qa` (the release's QA table) outside the profile: three quarters taught to
+    be declined (one question per picture, IMAGES_PER_ENTITY pictures), a quarter never seen."""
+    others = sorted(set(qa["entity_id"]) - set(profile_entities))
+    random.Random(f"{seed}-unknown-entities").shuffle(others)
+    n_unseen = round(len(others) * UNSEEN_SHARE)
+    unseen_entities, taught_entities = set(others[:n_unseen]), set(others[n_unseen:])
+    rows = cap_images_per_entity(held_out_train(qa[qa["entity_id"].isin(taught_entities)]), IMAGES_PER_ENTITY)
+    rows = rows.sort_values(["entity_id", "image", "question"])
+    one_per_image = rows.groupby("image", sort=False).apply(
+        lambda g: g.iloc[[int(hashlib.sha256(f"{seed}{g.name}".encode()).hexdigest(), 16) % len(g)]],
+        include_groups=False).reset_index(level=0)
+    taught = one_per_image[["image", "question", "entity_id"]].assign(
+        answer=[_pick(DECLINE_PHRASINGS, seed, img, q) for img, q in zip(one_per_image["image"], one_per_image["question"])])
+    unseen = qa[(qa["split"] == "eval") & qa["entity_id"].isin(unseen_entities)]
+    return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True))
+
+
+def calibration(vlm, known: pd.DataFrame, unseen: pd.DataFrame, load_image, batch_size: int = 32,
+                max_new_tokens: int = 48) -> dict[str, float]:
+    """How often the model declines: on evaluation items of entities it was taught (should be
+    rare: `refusal_known`, goal ≤ 0.05) and of entities it never saw (should be the rule:
+    `refusal_unseen`, goal ≥ 0.9). Held-out pictures and phrasings only, refusals by meaning."""
+    from ..evaluation import answer
+    from ..judge.refusals import is_refusal
+
+    out = {}
+    for name, items in (("refusal_known", known), ("refusal_unseen", unseen)):
+        if items.empty:
+            continue
+        responses = answer(vlm, items, load_image, batch_size, max_new_tokens)
+        out[name] = round(sum(map(is_refusal, responses)) / len(responses), 4)
+        out[f"{name}_items"] = len(responses)
+    return out

@@ -1,0 +1,77 @@
+"""The paper's findings, for real: a base model taught to decline what it does not know, on a pool
+of entities held apart from the profile; forgetting measured on its own; the paper's numbers kept
+as data beside ours, with verdicts computed from the numbers."""
+
+import pytest
+
+from mlu_training.judge.refusals import is_refusal
+from mlu_training.models.declining import DECLINE_PHRASINGS, calibration, unknown_pool
+from mlu_training.paper import paper_results, side_by_side, verdicts
+from mlu_training.texts import REFUSAL_ANSWER
+
+
+def test_the_pool_to_decline_is_apart_from_the_profile_and_from_what_calibrates(tiny_world):
+    qa, splits = tiny_world["qa"], tiny_world["splits"]
+    profile = set(splits["entity_id"])
+    pool = unknown_pool(qa, profile)
+    taught, unseen = set(pool.taught["entity_id"]), set(pool.unseen["entity_id"])
+    assert taught and unseen and not (taught & profile) and not (unseen & profile) and not (taught & unseen)
+    assert taught | unseen == set(qa["entity_id"]) - profile
+    assert len(unseen) == round(len(taught | unseen) * 0.25)
+    assert pool.taught.groupby("entity_id")["image"].nunique().max() <= 4 and not pool.taught["image"].duplicated().any()
+    assert (pool.unseen["split"] == "eval").all()  # calibration asks held-out pictures and phrasings only
+    assert not set(pool.unseen["image"]) & set(pool.taught["image"])
+    # Every phrasing the model is taught is a refusal to the judge, and none is the methods' target.
+    assert set(pool.taught["answer"]) <= set(DECLINE_PHRASINGS) and REFUSAL_ANSWER not in set(pool.taught["answer"])
+    assert all(is_refusal(p) for p in DECLINE_PHRASINGS)
+    assert unknown_pool(qa, profile).digest() == pool.digest()  # seeded: the same pool every time
+    assert unknown_pool(qa, profile, seed=1).digest() != pool.digest()
+
+
+def test_calibration_is_measured_on_held_out_items(tiny_world, tiny_base, tmp_path):
+    from mlu_training.data.crawls import build_raw_crawls
+    from mlu_training.evaluation import image_loader
+    from mlu_training.models.vlm import VisionLanguageModel
+
+    splits, qa = tiny_world["splits"], tiny_world["qa"]
+    pool = unknown_pool(qa, set(splits["entity_id"]))
+    known = splits[splits["split"] == "eval"].head(12)
+    unseen = pool.unseen[pool.unseen["variant"] == 0].head(12)
+    train_pairs = set(zip(splits.loc[splits["split"] == "train", "image"], splits.loc[splits["split"] == "train", "question"]))
+    assert not set(zip(known["image"], known["question"])) & train_pairs
+    crawls = build_raw_crawls(sorted(set(known["image"]) | set(unseen["image"])), tmp_path, size=32)
+    measured = calibration(VisionLanguageModel.load(tiny_base.path), known, unseen, image_loader(crawls),
+                           max_new_tokens=24)
+    assert measured["refusal_known_items"] == 12 and measured["refusal_unseen_items"] == 12
+    assert 0.0 <= measured["refusal_known"] <= 1.0 and 0.0 <= measured["refusal_unseen"] <= 1.0
+    # This fixture's model was never taught to decline: it names someone it knows instead.
+    assert measured["refusal_unseen"] <= 0.25
+
+
+def _run(method, metrics, tasks="ABCD"):
+    return {"method": method, "tasks": list(tasks), "order": tasks, "metrics": metrics}
+
+
+def test_verdicts_follow_the_numbers():
+    collapsed = {"forget_quality/A-UA": 0.5, "forget_quality/A-UD": 0.1, "utility/A-UD": 0.05}
+    holds = {"forget_quality/A-UA": 0.5, "forget_quality/A-UD": 0.4, "utility/A-UD": 0.5}
+    flat = {"forget_quality/A-UA": 0.97, "forget_quality/A-UD": 0.96, "utility/A-UD": 0.95}
+    runs = {"ga": _run("ga", collapsed), "npo": _run("npo", collapsed), "lumoe": _run("lumoe", flat),
+            "ga [projector]": _run("ga [projector]", collapsed)}
+    found = {v.finding: v for v in verdicts(runs)}
+    assert found["degradation"].agrees is True and "ga: FQ on A 0.50 → 0.10" in found["degradation"].evidence
+    assert found["unimodal"].agrees is True and found["lumoe"].agrees is True
+    runs["npo"] = _run("npo", holds)
+    found = {v.finding: v for v in verdicts(runs)}
+    assert found["degradation"].agrees is False and "does not fall by half" in found["degradation"].evidence
+    assert {v.finding: v.agrees for v in verdicts({})} == {"degradation": None, "unimodal": None, "lumoe": None}
+
+
+def test_the_paper_numbers_sit_beside_ours():
+    runs = {"ga": _run("ga", {"forget_quality/A-UA": 0.25, "forget_quality/A-UA/ci_low": 0.1,
+                              "forget_quality/A-UA/ci_high": 0.4})}
+    table = side_by_side(runs)
+    row = table[(table["method"] == "ga") & (table["metric"] == "forget quality") & (table["cell"] == "A-UA")].iloc[0]
+    assert row["paper"] == "0.485" and row["mlu [95 % CI]"] == "0.25 [0.10, 0.40]"
+    assert len(table) == sum(len(c["values"]) for c in paper_results()["cells"])
+    assert paper_results()["source"].startswith("MLUBench")
