@@ -21,7 +21,7 @@ ON_NEW_INPUTS = dg.AutomationCondition.eager()
 class BaseModelConfig(dg.Config):
     """How the tiny default model is taught (ignored when MLU_BASE_MODEL names a checkpoint)."""
 
-    steps: int = 150
+    steps: int = 300  # with the pool to decline: 150 left it declining 22 % of known items (300: 14 %)
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
