@@ -162,12 +162,12 @@ class SequenceResult:
         for kind in KINDS:
             for (x, y), interval in cell_intervals(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
                 out[xuy_metric(kind, x, y)] = interval
+            for name, interval in summaries(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
+                out[summary_metric(kind, name)] = interval
         correctness = self._scored(FORGET_CORRECTNESS)  # as forget-role rows scored by correctness
         if not correctness.empty:
             for (x, y), interval in cell_intervals(correctness, self.tasks, "forget_quality", N_BOOT, CI_LEVEL).items():
                 out[xuy_metric(FORGET_CORRECTNESS, x, y)] = interval
-            for name, interval in summaries(self.evaluations, self.tasks, kind, N_BOOT, CI_LEVEL).items():
-                out[summary_metric(kind, name)] = interval
         return out
 
     def _scored(self, kind: str) -> pd.DataFrame:

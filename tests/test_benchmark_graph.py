@@ -29,6 +29,23 @@ def stored(tmp_path: Path) -> set[str]:
     return {p.stem for p in (tmp_path / "data" / "tables").glob("*.*")}
 
 
+
+def assert_stopped_naming(result, tmp_path, stops_at: str, named: list[str], checks: set[str]) -> None:
+    """The graph stopped at `stops_at`, wrote nothing from there on, and its failure (the failing
+    checks' examples, or the error) names every piece of `named`."""
+    assert not result.success
+    step, message = failed_step(result)
+    assert step == stops_at
+    assert not stored(tmp_path) & set(ORDER[ORDER.index(stops_at):]), "nothing at or after the failing asset is written"
+    if checks:
+        failures = failed_checks(result)
+        assert set(failures) == checks
+        text = json.dumps([f["examples"].value for f in failures.values()], ensure_ascii=False)
+    else:
+        text = message
+    for piece in named:
+        assert piece in text, (piece, text[:2000])
+
 def failed_step(result) -> tuple[str, str]:
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return failure.step_key, failure.step_failure_data.user_failure_data.description if failure.step_failure_data.user_failure_data else str(failure.step_failure_data.error)
@@ -112,19 +129,7 @@ def test_broken_release_stops_at_the_right_place_then_passes_when_fixed(tmp_path
     edit, stops_at, named, checks = BROKEN[case]
     copy = make_release_copy(official_tree, tmp_path / "release", edit=edit)
     result = materialize(tmp_path, mlubench_path=copy)
-    assert not result.success
-    step, message = failed_step(result)
-    assert step == stops_at
-    downstream = ORDER[ORDER.index(stops_at):]
-    assert not stored(tmp_path) & set(downstream), "nothing at or after the failing asset is written"
-    if checks:
-        failures = failed_checks(result)
-        assert set(failures) == checks
-        text = json.dumps([f["examples"].value for f in failures.values()], ensure_ascii=False)
-    else:
-        text = message
-    for piece in named:
-        assert piece in text, (piece, text)
+    assert_stopped_naming(result, tmp_path, stops_at, named, checks)
     # Fix the file (a fresh copy of the official content, same place): the graph passes.
     make_release_copy(official_tree, copy)
     fixed = materialize(tmp_path, mlubench_path=copy, selection=ORDER[:-1])
@@ -215,18 +220,7 @@ def test_release_contradictions_are_blocked_with_their_place(tmp_path, official_
     edit, stops_at, named, checks = CONTRADICTIONS[case]
     copy = make_release_copy(official_tree, tmp_path / "release", edit=edit)
     result = materialize(tmp_path, mlubench_path=copy, selection=ORDER[:5])
-    assert not result.success
-    step, message = failed_step(result)
-    assert step == stops_at
-    assert not stored(tmp_path) & set(ORDER[ORDER.index(stops_at):])
-    if checks:
-        failures = failed_checks(result)
-        assert set(failures) == checks
-        text = json.dumps([f["examples"].value for f in failures.values()], ensure_ascii=False)
-    else:
-        text = message
-    for piece in named:
-        assert piece in text, (piece, text[:2000])
+    assert_stopped_naming(result, tmp_path, stops_at, named, checks)
 
 
 def _png_header(width: int, height: int) -> bytes:

@@ -21,7 +21,10 @@ from mlu_training.data.splits import splits_digest
 from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
 
-RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": 40, "batch_size": 16}}}}
+# 120 steps: the tiny profile's known pairs and as many refusals (the model learns to decline) need
+# more epochs than 40 steps gave the known pairs alone, or it knows none of the forget entities.
+BASE_STEPS = 120
+RUN_CONFIG = {"ops": {"base_model": {"config": {"steps": BASE_STEPS, "batch_size": 16}}}}
 GA_ON_TINY = dg.MultiPartitionKey({"method": "ga", "model": "tiny"})
 
 
@@ -47,7 +50,9 @@ def test_base_model_and_knowledge_filter(tmp_path):
     assert version.tags["mlu.data_digest"] == splits_digest(splits)
     assert int(version.tags["mlu.num_parameters"]) == base.num_parameters
     assert float(version.tags["mlu.train_loss"]) == round(base.train_loss, 4)
-    assert len(client.get_metric_history(base.run_id, "train/loss")) == 40
+    assert len(client.get_metric_history(base.run_id, "train/loss")) == BASE_STEPS
+    run = client.get_run(base.run_id)  # its calibration, measured on held-out items, is on its run
+    assert 0.0 <= run.data.metrics["calibration/refusal_unseen"] <= 1.0 and "calibration/refusal_known" in run.data.metrics
 
     # The registered model loads back from the registry and answers like the checkpoint.
     items = splits[splits["split"] == "eval"].head(4)
@@ -96,10 +101,12 @@ def test_base_model_and_knowledge_filter(tmp_path):
         known = set(kept.loc[kept["role"] == role, "task"])  # a task side the base model knows nothing of has no score
         expected = {f"{kind}/{x}-U{y}" for x, y in (("B", "B"), ("B", "A"), ("A", "A")) if x in known}
         logged = {m for m in run.data.metrics if m.startswith(kind + "/") and not m.endswith(("/ci_low", "/ci_high"))}
-        assert logged == expected and f"stability/{kind}" in run.data.metrics
+        # stability over nothing measured is left out, never a perfect 0
+        assert logged == expected and (f"stability/{kind}" in run.data.metrics) == bool(expected)
         for name in logged:  # every score with its 95 % interval, in MLflow
             assert run.data.metrics[f"{name}/ci_low"] <= run.data.metrics[name] <= run.data.metrics[f"{name}/ci_high"]
-        assert {f"summary/{kind}/{s}" for s in ("average", "last", "bwt", "worst_drop")} <= set(run.data.metrics)
+        if expected:
+            assert {f"summary/{kind}/{s}" for s in ("average", "last", "bwt", "worst_drop")} <= set(run.data.metrics)
         for name in logged:
             x, y = name.split("/")[1].split("-")
             assert run.data.metrics[name] == getattr(value, kind)[y][x] and 0.0 <= run.data.metrics[name] <= 1.0

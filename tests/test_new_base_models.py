@@ -164,7 +164,7 @@ def test_sensors_and_schedule_run_by_default():
 
     sensors = {s.name: s for s in defs.sensors}
     assert {name for name, s in sensors.items() if s.default_status == dg.DefaultSensorStatus.RUNNING} == {
-        "new_base_models", "unlearning_requests", "mlu_automation"}
+        "new_base_models", "unlearning_requests", "mlu_automation", "orphaned_runs"}
     [schedule] = defs.schedules
     assert schedule.name == "nightly_reevaluation" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "0 2 * * *"

@@ -54,7 +54,8 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
 
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
-    pool = unknown_pool(validated_qa_pairs, set(benchmark_splits["entity_id"]), config.seed)
+    pool = unknown_pool(validated_qa_pairs, set(benchmark_splits["entity_id"]), config.seed,
+                        max_taught=int((benchmark_splits["split"] == "train").sum()))
     try:
         ref = provide_base_model(
             models.resolve(context.partition_key), mlflow.store(), digest, profile.name,

@@ -50,9 +50,11 @@ def _pick(options, *key) -> str:
     return options[int.from_bytes(digest[:4], "little") % len(options)]
 
 
-def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0) -> UnknownPool:
+def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, max_taught: int | None = None) -> UnknownPool:
     """The entities of `qa` (the release's QA table) outside the profile: three quarters taught to
-    be declined (one question per picture, IMAGES_PER_ENTITY pictures), a quarter never seen."""
+    be declined (one question per picture, IMAGES_PER_ENTITY pictures), a quarter never seen. At
+    most `max_taught` refusals are taught (a seeded choice): declining must not outweigh knowing,
+    or the model learns to decline everything (a small profile has few known pairs)."""
     others = sorted(set(qa["entity_id"]) - set(profile_entities))
     random.Random(f"{seed}-unknown-entities").shuffle(others)
     n_unseen = round(len(others) * UNSEEN_SHARE)
@@ -64,6 +66,9 @@ def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0) ->
         include_groups=False).reset_index(level=0)
     taught = one_per_image[["image", "question", "entity_id"]].assign(
         answer=[_pick(DECLINE_PHRASINGS, seed, img, q) for img, q in zip(one_per_image["image"], one_per_image["question"])])
+    if max_taught is not None and len(taught) > max_taught:
+        ranked = sorted(range(len(taught)), key=lambda i: hashlib.sha256(f"{seed}{taught['image'].iloc[i]}".encode()).hexdigest())
+        taught = taught.iloc[sorted(ranked[:max_taught])]
     unseen = qa[(qa["split"] == "eval") & qa["entity_id"].isin(unseen_entities)]
     return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True))
 
