@@ -21,6 +21,7 @@ CLI_COLUMNS = ["method", "base model", "judge", "order", "seeds", "forget qualit
 def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = None) -> None:
     import pandas as pd
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mlu_training.report import for_display, judges_note
@@ -38,7 +39,7 @@ def _print_leaderboard(board: list[dict], html: str, provenance: dict | None = N
     for col in columns:
         table.add_column(col, justify="left" if col in ("method", "base model", "judge", "order") else "right")
     for row in shown.itertuples(index=False):
-        table.add_row(*map(str, row))
+        table.add_row(*(escape(str(v)) for v in row))  # "ga [projector]" is text, not rich markup
     Console(width=200).print(table)
     judges = ", ".join(sorted(set(frame["judge"]))) if "judge" in frame.columns else "–"
     print(" · ".join(f"{k}: {v}" for k, v in {**(provenance or {}), "judge": judges}.items() if k != "judges"))

@@ -4,8 +4,9 @@ computed from the numbers, never written by hand:
 
 (a) degradation: each ascent baseline's forget quality on task A falls below half of its A-UA value
     by the last request, and its utility on task A ends at 0.2 or less;
-(b) unimodal: GA and NPO confined to one part (projector, vision tower) also end with utility on
-    task A at 0.2 or less;
+(b) unimodal: GA and NPO confined to the projector also end with utility on task A at 0.2 or less
+    (the paper's claim is about the language model and the projector; runs confined to the vision
+    tower are shown beside it, outside the verdict);
 (c) LUMoE is flat: |FQ(A-UA) − FQ(A-UD)| ≤ 0.05, with utility on task A ≥ 0.9 at the end.
 """
 
@@ -86,8 +87,8 @@ def verdicts(runs: dict[str, dict]) -> list[Verdict]:
             continue
         falls = fq1 < fq0 / 2 if fq0 > 0 else False
         agree.append(falls and ut1 <= COLLAPSED)
-        evidence.append(f"{m}: FQ on A {fq0:.2f} → {fq1:.2f}{'' if falls else ' (does not fall by half)'}, "
-                        f"utility on A at the end {ut1:.2f}")
+        evidence.append(f"{m} {'agrees' if agree[-1] else 'disagrees'}: FQ on A {fq0:.2f} → {fq1:.2f}"
+                        f"{'' if falls else ' (does not fall by half)'}, utility on A at the end {ut1:.2f}")
     out.append(Verdict("degradation", claims["degradation"], all(agree) if agree else None,
                        "; ".join(evidence) or "no ascent baseline ran"))
     evidence, agree = [], []
@@ -97,8 +98,10 @@ def verdicts(runs: dict[str, dict]) -> list[Verdict]:
             if label in by_method:
                 ut1 = task_a(label, "utility", last(label))
                 if ut1 is not None:
-                    agree.append(ut1 <= COLLAPSED)
-                    evidence.append(f"{label}: utility on A at the end {ut1:.2f}")
+                    claimed = part == "projector"
+                    if claimed:
+                        agree.append(ut1 <= COLLAPSED)
+                    evidence.append(f"{label}{'' if claimed else ' (beyond the claim)'}: utility on A at the end {ut1:.2f}")
     out.append(Verdict("unimodal", claims["unimodal"], all(agree) if agree else None,
                        "; ".join(evidence) or "no run confined to the projector or the vision tower"))
     if "lumoe" in by_method:

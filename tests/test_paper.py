@@ -59,8 +59,10 @@ def test_verdicts_follow_the_numbers():
     runs = {"ga": _run("ga", collapsed), "npo": _run("npo", collapsed), "lumoe": _run("lumoe", flat),
             "ga [projector]": _run("ga [projector]", collapsed)}
     found = {v.finding: v for v in verdicts(runs)}
-    assert found["degradation"].agrees is True and "ga: FQ on A 0.50 → 0.10" in found["degradation"].evidence
+    assert found["degradation"].agrees is True and "ga agrees: FQ on A 0.50 → 0.10" in found["degradation"].evidence
     assert found["unimodal"].agrees is True and found["lumoe"].agrees is True
+    runs["ga [vision_tower]"] = _run("ga [vision_tower]", holds)  # beyond the paper's claim: no effect on it
+    assert {v.finding: v for v in verdicts(runs)}["unimodal"].agrees is True
     runs["npo"] = _run("npo", holds)
     found = {v.finding: v for v in verdicts(runs)}
     assert found["degradation"].agrees is False and "does not fall by half" in found["degradation"].evidence
