@@ -176,3 +176,19 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
     for name in cells:  # the same items judged under each seed: the pooled score is the mean over seeds
         assert pooled[name] == pytest.approx((metrics[0][name] + metrics[1][name]) / 2)
         assert pooled[f"{name}/ci_low"] <= pooled[name] <= pooled[f"{name}/ci_high"]
+
+
+def test_the_reference_is_the_model_before_the_step_or_the_original(tiny_base, data, tmp_path):
+    """NPO against `previous` (the backbone with the step's adapter off) or `original` (the base
+    model): the same reference at the first step, so the same losses; different ones after the
+    first merge."""
+    from dataclasses import replace
+
+    train, evaluation, load = data
+    config = replace(CONFIG, method="npo")
+    runs = {ref: run_sequence(str(tiny_base.path), train, evaluation, load, LocalJudge(), replace(config, reference=ref),
+                              tmp_path / ref) for ref in ("previous", "original")}
+    assert runs["previous"].losses["B"] == pytest.approx(runs["original"].losses["B"])
+    assert runs["previous"].losses["A"] != pytest.approx(runs["original"].losses["A"])
+    with pytest.raises(ValueError, match="reference 'bogus': choose previous or original"):
+        replace(config, reference="bogus").validate({"A", "B"})
