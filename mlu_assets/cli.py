@@ -82,9 +82,6 @@ def execute_stage(job, instance, partition, run_config: dict):
                                   partition_key=partition, raise_on_error=False, tags=process_tags())
 
 
-UNIMODAL_PARTS = ("projector", "vision_tower")  # the paper's ablation: unlearning confined to one modality
-
-
 def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = ()) -> list[tuple[str, str, object, dict]]:
     """(what, job name, partition key, run config) of each run of the main job, in order: every
     baseline and LUMoE (its experts, then its sequence) once per seed, then the report, which pools
@@ -94,6 +91,7 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: li
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
+    from mlu_training.paper import UNIMODAL
 
     def seeded(asset: str, seed: int, **training) -> dict:
         return {"ops": {asset: {"config": {"training": {"seed": seed, **training}}}}}
@@ -105,7 +103,7 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: li
         if seed == seeds[0]:
             plan += [(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
                       dg.MultiPartitionKey({"method": m, "model": model}), seeded("unlearning_sequence", seed, targets=part))
-                     for m in unimodal for part in UNIMODAL_PARTS]
+                     for m in unimodal for part in UNIMODAL]
         plan += [(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
                   seeded("unlearning_sequence", seed)) for m in methods]
         plan += [(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),

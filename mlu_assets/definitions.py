@@ -22,24 +22,22 @@ from .runs import build_orphaned_runs_sensor
 from .unlearning import assets as unlearning_assets
 
 # The main job, stage by stage: each stage is one job, partitioned as its assets are.
-STAGES = (
-    dg.define_asset_job("benchmark_job", selection=dg.AssetSelection.groups(benchmark_assets.GROUP),
-                        description="Release → entities → QA → images → validated QA → splits."),
-    dg.define_asset_job("base_model_job", selection=dg.AssetSelection.groups(model_assets.GROUP),
-                        partitions_def=model_partitions,
-                        description="One base model (a partition) registered in MLflow, and what it knows."),
-    dg.define_asset_job("unlearning_job", selection=dg.AssetSelection.assets(unlearning_assets.unlearning_sequence),
-                        partitions_def=method_and_model,
-                        description="One baseline method over the task sequence on one base model."),
-    dg.define_asset_job("lumoe_expert_job", selection=dg.AssetSelection.assets(lumoe_assets.lumoe_experts),
-                        partitions_def=model_and_request,
-                        description="The LoRA expert of one request on one base model, registered in MLflow."),
-    dg.define_asset_job("lumoe_job", selection=dg.AssetSelection.assets(lumoe_assets.lumoe_sequence),
-                        partitions_def=model_partitions,
-                        description="LUMoE over every registered request on one base model."),
-    dg.define_asset_job("report_job", selection=dg.AssetSelection.assets(evaluation_assets.report),
-                        description="The leaderboard, heatmaps and curves over the newest run of every method."),
-)
+STAGES = tuple(
+    dg.define_asset_job(name, selection=selection, partitions_def=partitions, description=description)
+    for name, selection, partitions, description in (
+        ("benchmark_job", dg.AssetSelection.groups(benchmark_assets.GROUP), None,
+         "Release → entities → QA → images → validated QA → splits."),
+        ("base_model_job", dg.AssetSelection.groups(model_assets.GROUP), model_partitions,
+         "One base model (a partition) registered in MLflow, and what it knows."),
+        ("unlearning_job", dg.AssetSelection.assets(unlearning_assets.unlearning_sequence), method_and_model,
+         "One baseline method over the task sequence on one base model."),
+        ("lumoe_expert_job", dg.AssetSelection.assets(lumoe_assets.lumoe_experts), model_and_request,
+         "The LoRA expert of one request on one base model, registered in MLflow."),
+        ("lumoe_job", dg.AssetSelection.assets(lumoe_assets.lumoe_sequence), model_partitions,
+         "LUMoE over every registered request on one base model."),
+        ("report_job", dg.AssetSelection.assets(evaluation_assets.report), None,
+         "The leaderboard, heatmaps and curves over the newest run of every method."),
+    ))
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets,

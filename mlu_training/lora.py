@@ -4,10 +4,8 @@ of each model family are in `models/families.py::FAMILIES`."""
 
 from __future__ import annotations
 
-from .models.families import FAMILIES, PARTS, FamilyFeatureError, family_of, get_family
+from .models.families import PARTS, FamilyFeatureError, family_of, get_family
 
-# The LLaVA family's targets (the in-project tiny LLaVA's), as they have always been.
-TARGETS = {part: FAMILIES["llava"].pattern(part) for part in PARTS}
 CHOICES = {
     "language": ("language",),
     "projector": ("projector",),

@@ -22,7 +22,7 @@ import pandas as pd
 from .sequences import ci_high, ci_low, xuy_metric
 
 ASCENT = ("ga", "kl", "gd", "npo")
-UNIMODAL = ("projector", "vision_tower")
+UNIMODAL = ("projector", "vision_tower")  # the paper's ablation: unlearning confined to one part (mlu run --unimodal)
 FLAT, COLLAPSED = 0.05, 0.2
 
 
@@ -54,7 +54,8 @@ def _fmt(value, low=None, high=None) -> str:
 def side_by_side(runs: dict[str, dict]) -> pd.DataFrame:
     """Every cell the paper reports, with ours for the same method, metric and cell (runs: the
     report's, labelled by method; only runs whose order starts with the paper's first task)."""
-    by_method = {run["method"]: run for run in runs.values()}
+    first = paper_results()["order"][0]
+    by_method = {run["method"]: run for run in runs.values() if run["tasks"][0] == first}  # the same cells mean the same
     rows = []
     for entry in paper_results()["cells"]:
         run = by_method.get(entry["method"])

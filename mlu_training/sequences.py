@@ -18,7 +18,6 @@ import pandas as pd
 from .benchmark import FORGET, KINDS, RETAIN, SCORE_ROLE
 from .metrics import score_ratio
 
-ROLE_OF = SCORE_ROLE
 # Forgetting measured on its own: the utility rubric on forget items (how much of what was to be
 # forgotten is still answered correctly); forget quality rewards refusals only.
 FORGET_CORRECTNESS = "forget_correctness"
@@ -175,7 +174,7 @@ class SequenceResult:
         if kind == FORGET_CORRECTNESS:
             part = self.evaluations[self.evaluations["role"] == FORGET]
             return part.assign(score=part["correctness"]) if "correctness" in part else part.iloc[:0]
-        return self.evaluations[self.evaluations["role"] == ROLE_OF[kind]]
+        return self.evaluations[self.evaluations["role"] == SCORE_ROLE[kind]]
 
     def matrix(self, kind: str) -> pd.DataFrame:
         """Rows: task evaluated (X); columns: last task unlearned (UY). Forget quality on forget
@@ -201,7 +200,13 @@ class SequenceResult:
         return float(sum(abs(m.loc[t, f"U{t}"] - m.loc[t, last]) for t in measured))
 
     def metrics(self) -> dict[str, float]:
-        """The MLflow metrics of the tracking contract."""
+        """The MLflow metrics of the tracking contract (computed once: logging, the asset's
+        summary and the metadata all read them)."""
+        return dict(self._metrics)
+
+    @cached_property
+    def _metrics(self) -> dict[str, float]:
+        """Computed by the first call of metrics()."""
         order = list(self.tasks)
 
         def exists(x: str, col: str) -> bool:  # X-UY exists once X has been unlearned, i.e. X no later than Y

@@ -77,7 +77,6 @@ from .metrics import MAX_SCORE
 
 __all__ = ["Interval", "score_ci", "cell_intervals", "summaries", "item_bootstrap_ci", "SUMMARIES"]
 
-_ROLE_OF = SCORE_ROLE
 SUMMARIES = ("average", "last", "bwt", "worst_drop")
 
 
@@ -87,10 +86,6 @@ class Interval:
     low: float | None  # percentile bounds of the bootstrap replicates
     high: float | None
     n_clusters: int  # question clusters (entity, answer) with a judged row that the value rests on
-
-    def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}value": self.value, f"{prefix}low": self.low, f"{prefix}high": self.high,
-                f"{prefix}n_clusters": self.n_clusters}
 
 
 _NONE = Interval(None, None, None, 0)
@@ -269,9 +264,9 @@ def _order(tasks: Sequence[str]) -> list[str]:
 
 def _role(kind: str) -> str:
     try:
-        return _ROLE_OF[kind]
+        return SCORE_ROLE[kind]
     except KeyError:
-        raise ValueError(f"kind must be one of {sorted(_ROLE_OF)}, got {kind!r}") from None
+        raise ValueError(f"kind must be one of {sorted(SCORE_ROLE)}, got {kind!r}") from None
 
 
 def _cells(tasks: list[str]) -> list[tuple[str, str]]:

@@ -179,20 +179,24 @@ def test_resources(tmp_path: Path, profile: str = "tiny", **overrides: dict) -> 
 test_resources.__test__ = False  # a helper, not a test
 
 
-def register_like_a_user(tracking_uri: str, checkpoint_dir: str) -> str:
+def register_like_a_user(tracking_uri: str, checkpoint_dir, tags: dict | None = None, copy: bool = True) -> str:
     """Register a checkpoint as a new version of mlu-base-model with plain MLflow, the way the
-    README tells a user to (mlu's own code is not involved); returns the version."""
+    README tells a user to (mlu's own code is not involved); returns the version. `copy`: log the
+    folder as a run's artifacts (the README's way), else point the version at the folder itself."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_name="someone-else") as run:
-        mlflow.log_artifacts(checkpoint_dir, "checkpoint")
+    source, run_id = str(checkpoint_dir), None
+    if copy:
+        with mlflow.start_run(run_name="someone-else") as run:
+            mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
+        source, run_id = f"{run.info.artifact_uri}/checkpoint", run.info.run_id
     client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         client.create_registered_model("mlu-base-model")
     except mlflow.exceptions.MlflowException:
         pass  # it exists already
-    return str(client.create_model_version("mlu-base-model", f"{run.info.artifact_uri}/checkpoint", run.info.run_id).version)
+    return str(client.create_model_version("mlu-base-model", source, run_id, tags=tags or {}).version)
 
 
 @pytest.fixture(scope="session")

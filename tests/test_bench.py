@@ -2,6 +2,7 @@
 Smoke runs measure nothing worth reading (a few items, one repeat); they check that both sides of
 each comparison run and agree where the bench says they must."""
 
+import json
 import os
 import re
 import subprocess
@@ -26,6 +27,9 @@ def test_generation_bench_gives_the_reference_tokens(finished_run):
     same, total = map(int, re.search(r"identical outputs: (\d+)/(\d+)", out).groups())
     assert total == 8 and same == total, out  # batched greedy decoding = one generate call per item
     assert float(re.search(r"speed-up: ([\d.]+)x", out).group(1)) > 0
+    ours, reference = (float(re.search(rf"{side}.*?([\d.]+) s ", out).group(1)) for side in ("ours", "reference"))
+    speed_up = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))  # the ratio of the two times it printed
+    assert (reference - 0.005) / (ours + 0.005) - 0.05 <= speed_up <= (reference + 0.005) / max(ours - 0.005, 1e-9) + 0.05
 
 
 def test_unlearning_bench_accounts_for_the_time(finished_run):
@@ -33,6 +37,10 @@ def test_unlearning_bench_accounts_for_the_time(finished_run):
     shares = [float(s) for s in re.findall(r"(\d+\.\d) %", out)]
     assert len(shares) == 4 and sum(shares) == pytest.approx(100, abs=0.5), out
     assert "2 optimisation steps" in out  # smoke: two tasks, one step each
+    measured = json.loads(out.strip().splitlines()[-1])  # the shares, from the marks the sequence itself set
+    parts = [measured[k] for k in ("train_share", "generation_share", "judge_share")]
+    assert all(p > 0 for p in parts) and sum(parts) <= 1.0, measured  # and "loading, other" is not negative
+    assert measured["seconds_per_step"] > 0
 
 
 def test_judge_bench_makes_no_call_on_a_cached_rerun(finished_run):

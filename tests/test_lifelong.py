@@ -79,6 +79,9 @@ def test_metric_names_follow_the_order(tiny_base, data, tmp_path):
     assert "forget_correctness/A-UB" not in names and "forget_correctness/A-UA/ci_low" in names
     forget = result.evaluations[result.evaluations["role"] == "forget"]
     assert forget["correctness"].notna().all() and (forget["correctness"] >= 0).all()
+    assert forget["correctness"].isin([0, 1, 2]).all()
+    cell = forget[(forget["task"] == "B") & (forget["unlearned"] == "B")]["correctness"]
+    assert result.metrics()["forget_correctness/B-UB"] == pytest.approx(cell.sum() / (2 * len(cell)))
     assert list(result.losses) == ["B", "A"] and all(len(v) == 2 for v in result.losses.values())
     # Every score has its 95 % interval; the continual-learning summaries are there with theirs.
     metrics = result.metrics()

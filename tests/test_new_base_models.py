@@ -11,19 +11,9 @@ import mlflow
 import pytest
 
 from mlu_assets.models.sensors import new_base_models, nightly_reevaluation
-from conftest import test_resources
+from conftest import register_like_a_user, test_resources
 from mlu_training.methods import METHODS
 from mlu_training.models.sources import UnknownBaseModel, folder_key, resolve
-
-
-def _register(uri: str, folder, tags: dict | None = None) -> str:
-    """A version as anyone can make it with MLflow's own client (no mlu helper)."""
-    client = mlflow.MlflowClient(uri, registry_uri=uri)
-    try:
-        client.create_registered_model("mlu-base-model")
-    except mlflow.exceptions.MlflowException:
-        pass
-    return str(client.create_model_version("mlu-base-model", str(folder), tags=tags or {}).version)
 
 
 def _tick(instance, resources, cursor=None):
@@ -42,8 +32,8 @@ def test_the_sensor_turns_registry_versions_and_folders_into_partitions(tmp_path
         first, added = _tick(instance, resources)
         assert added == ["tiny"] and not first.run_requests  # the default model, nothing else yet
 
-        ours = _register(uri, tiny_base.path, {"mlu.model_partition": "tiny"})  # what base_model[tiny] registers
-        theirs = _register(uri, tiny_base.path)  # someone else's
+        ours = register_like_a_user(uri, tiny_base.path, {"mlu.model_partition": "tiny"}, copy=False)  # what base_model[tiny] registers
+        theirs = register_like_a_user(uri, tiny_base.path, copy=False)  # someone else's
         second, added = _tick(instance, resources, first.cursor)
         assert (ours, theirs) == ("1", "2") and added == ["mlu-base-model-v2"]
         again, added = _tick(instance, resources, second.cursor)

@@ -44,6 +44,13 @@ def test_calibration_is_measured_on_held_out_items(tiny_world, tiny_base, tmp_pa
                            max_new_tokens=24)
     assert measured["refusal_known_items"] == 12 and measured["refusal_unseen_items"] == 12
     assert 0.0 <= measured["refusal_known"] <= 1.0 and 0.0 <= measured["refusal_unseen"] <= 1.0
+    # The rates are the judge's refusals among the model's own answers to exactly these items.
+    from mlu_training.evaluation import answer
+
+    vlm, load = VisionLanguageModel.load(tiny_base.path), image_loader(crawls)
+    for name, items in (("refusal_known", known), ("refusal_unseen", unseen)):
+        responses = answer(vlm, items, load, 32, 24)
+        assert measured[name] == round(sum(map(is_refusal, responses)) / len(responses), 4)
     # This fixture's model was never taught to decline: it names someone it knows instead.
     assert measured["refusal_unseen"] <= 0.25
 
@@ -76,4 +83,8 @@ def test_the_paper_numbers_sit_beside_ours():
     row = table[(table["method"] == "ga") & (table["metric"] == "forget quality") & (table["cell"] == "A-UA")].iloc[0]
     assert row["paper"] == "0.485" and row["mlu [95 % CI]"] == "0.25 [0.10, 0.40]"
     assert len(table) == sum(len(c["values"]) for c in paper_results()["cells"])
+    # A run in another order has no cells comparable with the paper's, and a method without a run has none.
+    other = side_by_side({"ga": _run("ga", {"forget_quality/A-UA": 0.25}, tasks="CABD")})
+    assert set(other["mlu [95 % CI]"]) == {"–"}
+    assert set(table.loc[table["method"] == "npo", "mlu [95 % CI]"]) == {"–"}
     assert paper_results()["source"].startswith("MLUBench")

@@ -34,8 +34,8 @@ def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: Benchmar
     import pandas as pd
 
     from mlu_training.benchmark import TASKS
-    from mlu_training.lumoe.requests import (RequestRejected, accepted_request_path, parse_request, read_request_bytes,
-                                             rejection_path, request_id_of, served_entities)
+    from mlu_training.lumoe.requests import (RequestRejected, accepted_request_path, read_request, rejection_path,
+                                             served_entities)
     from mlu_training.paths import atomic_write_bytes
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
@@ -50,18 +50,19 @@ def unlearning_requests(context: dg.SensorEvaluationContext, benchmark: Benchmar
     if fresh and not catalog_path.is_file():
         return dg.SkipReason("requests are waiting, but entity_catalog is not materialized yet")
     runs, rejected = [], []
-    catalog = pd.read_parquet(catalog_path) if fresh else None
-    splits_path = tables / "benchmark_splits.parquet"
-    served = served_entities(benchmark.data_dir, pd.read_parquet(splits_path) if fresh and splits_path.is_file() else None)
+    catalog, served = None, {}
+    if fresh:  # only then are the catalog, the splits and the accepted requests read
+        catalog = pd.read_parquet(catalog_path)
+        splits_path = tables / "benchmark_splits.parquet"
+        served = served_entities(benchmark.data_dir, pd.read_parquet(splits_path) if splits_path.is_file() else None)
     for path, digest in fresh:
         seen[path.name] = digest
         try:
-            request_id = request_id_of(path)
-            request = parse_request(request_id, read_request_bytes(path), catalog, served, path.name)
+            request = read_request(path, catalog, served)
         except RequestRejected as why:
             rejected.append(str(why))
             try:
-                atomic_write_bytes(folder / f"{path.stem}.rejected.txt", f"{why}\n".encode())
+                atomic_write_bytes(rejection_path(folder, path.stem), f"{why}\n".encode())
             except OSError as e:  # the reason stays in the tick's log
                 context.log.warning(f"could not write the rejection of {path.name}: {e}")
             context.log.warning(f"unlearning request rejected: {why}")

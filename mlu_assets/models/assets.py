@@ -69,7 +69,8 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
                            pool.unseen[pool.unseen["variant"] == 0], image_loader(raw_crawls))
     ref = dataclasses.replace(ref, calibration=measured)
     if ref.source != "registry":  # our run; an adopted version's run is someone else's
-        mlflow.store().client.log_batch(ref.run_id, metrics=_calibration_metrics(measured))
+        mlflow.store().log_curves(ref.run_id, {f"calibration/{k}": [v] for k, v in measured.items()
+                                               if not k.endswith("_items")})
     context.log.info(f"base model {ref.name}: declines {measured.get('refusal_unseen', float('nan')):.0%} of never-seen "
                      f"entities, {measured.get('refusal_known', float('nan')):.0%} of known ones")
     return dg.Output(ref, metadata={
@@ -80,15 +81,6 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
         "num_parameters": ref.num_parameters, "train_loss": ref.train_loss if ref.train_loss is not None else -1.0,
         "registered_model": ref.model_uri, "mlflow_run_id": ref.run_id,
     })
-
-
-def _calibration_metrics(measured: dict) -> list:
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(f"calibration/{k}", float(v), now, 0) for k, v in measured.items() if not k.endswith("_items")]
 
 
 def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_crawls, benchmark: BenchmarkSettings,
@@ -129,13 +121,12 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     from mlu_training.evaluation import image_loader
     from mlu_training.models.knowledge import filter_known
     from mlu_training.models.vlm import VisionLanguageModel, torch_threads
+    from mlu_training.sequences import describe_nothing, nothing_to_unlearn
 
     torch_threads()
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known = filter_known(VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
                          judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)
-    from mlu_training.sequences import describe_nothing, nothing_to_unlearn
-
     kept, table = known.kept, known.table
     context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items")
     tasks = sorted(table["task"].unique())

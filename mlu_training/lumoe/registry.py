@@ -61,19 +61,21 @@ def register_expert(store: MlflowStore, expert: Expert, base_model, params: dict
 
     from . import pyfunc as expert_pyfunc
 
+    last = expert.losses[-5:]
+    train_loss = sum(last) / len(last) if last else None  # the end of training, smoothed over 5 steps
     tags = {"mlu.task": expert.task, "mlu.entities": json.dumps(expert.entities, ensure_ascii=False),
             "mlu.base_model": base_model.key[:16], "mlu.base_model_uri": base_model.model_uri,
             PARTITION_TAG: base_model.name, "mlu.expert_key": expert.key, "mlu.seed": str(expert.seed),
             "mlu.expert_config_key": expert.config_key or expert.key,
-            "mlu.train_loss": f"{sum(expert.losses[-5:]) / len(expert.losses[-5:]):.4f}"}
+            "mlu.train_loss": f"{train_loss:.4f}" if train_loss is not None else "n/a"}
     existing = store.find_model_version(REGISTERED_EXPERT, {"mlu.expert_key": expert.key, PARTITION_TAG: base_model.name})
     if existing is not None:
         registered = RegisteredVersion(REGISTERED_EXPERT, str(existing.version), existing.run_id, reused=True)
     else:
         with store.start_run(f"lumoe-expert-{expert.task}", {"mlu.kind": "lumoe_expert", **tags}) as run:
             mlflow.log_params(params)
-            if expert.losses:
-                mlflow.log_metric("train_loss", sum(expert.losses[-5:]) / len(expert.losses[-5:]))
+            if train_loss is not None:
+                mlflow.log_metric("train_loss", train_loss)
             store.log_curves(run.info.run_id, {"train/loss": expert.losses})
             registered = store.register_pyfunc(
                 REGISTERED_EXPERT, expert_pyfunc.__file__, {"adapter": str(expert.path)}, tags, run.info.run_id,
