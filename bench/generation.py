@@ -13,7 +13,8 @@ import torch
 from _inputs import bench_arguments, load_run_outputs
 
 from mlu_training.evaluation import image_loader
-from mlu_training.models.vlm import VisionLanguageModel, torch_threads
+from mlu_training.models.vlm import VisionLanguageModel
+from mlu_training.threads import use_threads
 
 
 @torch.inference_mode()
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.smoke:
         args.items, args.batch_size, args.max_new_tokens, args.repeats = 8, 4, 8, 1
-    torch_threads()
+    use_threads()
     splits, crawls, base, _ = load_run_outputs(args.data_dir, args.model)
     items = splits[splits["split"] == "eval"].head(args.items)
     load = image_loader(crawls)

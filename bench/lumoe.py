@@ -22,7 +22,7 @@ from mlu_training.evaluation import image_loader
 from mlu_training.lumoe.mixture import ExpertMixture
 from mlu_training.lumoe.registry import registered_experts
 from mlu_training.mlflow_store import MlflowStore
-from mlu_training.models.vlm import torch_threads
+from mlu_training.threads import use_threads
 from mlu_training.paths import default_tracking_uri
 from mlu_training.router import Registry
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference-items", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args(argv)
-    torch_threads()
+    use_threads()
     _, crawls, base, items = load_run_outputs(args.data_dir, args.model)
     if args.smoke:
         items, args.reference_items, args.max_new_tokens = items.head(8), 4, 8

@@ -1,9 +1,10 @@
 """`mlu run`: the main job on the embedded defaults, recorded in DAGSTER_HOME like a UI launch.
 
-It launches the jobs of the definitions (definitions.STAGES), one partition at a time: the
-benchmark, the default base model and its knowledge filter, one run per unlearning method, LUMoE's
-experts and sequence, then the report. What is up to date is reused (the base model, finished
-sequences, registered experts).
+It launches the jobs of the definitions (definitions.STAGES), one partition per run: the
+benchmark, the default base model and its knowledge filter, one run per unlearning method and
+one per LUMoE expert (these are independent: MLU_PARALLEL_RUNS of them at once, each in a worker
+process with its share of the cores), LUMoE's sequence, then the report. What is up to date is
+reused (the base model, finished sequences, registered experts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 
 
 # What the terminal shows of the leaderboard (the report has every summary of both scores).
@@ -82,12 +84,31 @@ def execute_stage(job, instance, partition, run_config: dict):
                                   partition_key=partition, raise_on_error=False, tags=process_tags())
 
 
-def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = ()) -> list[tuple[str, str, object, dict]]:
-    """(what, job name, partition key, run config) of each run of the main job, in order: every
-    baseline and LUMoE (its experts, then its sequence) once per seed, then the report, which pools
-    the seeds. A seed is the `training.seed` of the Launchpad config: finished seeds are reused.
-    The methods in `unimodal` also run confined to the projector and to the vision tower (first
-    seed), before their default run, so the partition's latest value stays the default one."""
+@dataclass(frozen=True)
+class Stage:
+    """One run of the main job. Consecutive stages marked `side_by_side` are independent (the
+    baselines, the experts) and run MLU_PARALLEL_RUNS at a time, each in a process of its own;
+    stages of one partition among them (a method's unimodal runs, then its default run) keep
+    their order. Any other stage waits for everything before it and runs alone, here."""
+
+    what: str
+    job: str
+    partition: object = None  # a partition key (str or dagster.MultiPartitionKey) or None
+    run_config: dict = field(default_factory=dict)
+    side_by_side: bool = False
+
+    @property
+    def lane(self) -> tuple[str, str]:
+        return self.job, str(self.partition)
+
+
+def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = ()) -> list[Stage]:
+    """Every run of the main job, in order: every baseline and LUMoE (its experts, then its
+    sequence) once per seed, then the report, which pools the seeds. A seed is the
+    `training.seed` of the Launchpad config: finished seeds are reused. The methods in `unimodal`
+    also run confined to the projector and to the vision tower (first seed), before their default
+    run, so the partition's latest value stays the default one. One seed's experts all finish
+    before its LUMoE sequence reads the registry, and before the next seed's experts replace them."""
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
@@ -96,20 +117,107 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: li
     def seeded(asset: str, seed: int, **training) -> dict:
         return {"ops": {asset: {"config": {"training": {"seed": seed, **training}}}}}
 
-    plan = [("the benchmark group", "benchmark_job", None, {}),
-            (f"the base model {model!r}", "base_model_job", model, {})]
+    plan = [Stage("the benchmark group", "benchmark_job"), Stage(f"the base model {model!r}", "base_model_job", model)]
     for seed in seeds:
         tag = f" (seed {seed})" if len(seeds) > 1 else ""
         if seed == seeds[0]:
-            plan += [(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
-                      dg.MultiPartitionKey({"method": m, "model": model}), seeded("unlearning_sequence", seed, targets=part))
+            plan += [Stage(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
+                           dg.MultiPartitionKey({"method": m, "model": model}),
+                           seeded("unlearning_sequence", seed, targets=part), side_by_side=True)
                      for m in unimodal for part in UNIMODAL]
-        plan += [(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
-                  seeded("unlearning_sequence", seed)) for m in methods]
-        plan += [(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
-                  seeded("lumoe_experts", seed)) for t in TASKS]
-        plan.append((f"LUMoE's sequence{tag}", "lumoe_job", model, {}))
-    return plan + [("the report", "report_job", None, {})]
+        plan += [Stage(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
+                       seeded("unlearning_sequence", seed), side_by_side=True) for m in methods]
+        plan += [Stage(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
+                       seeded("lumoe_experts", seed), side_by_side=True) for t in TASKS]
+        plan.append(Stage(f"LUMoE's sequence{tag}", "lumoe_job", model))
+    return plan + [Stage("the report", "report_job")]
+
+
+def _batches(plan: list[Stage]) -> list[list[Stage]]:
+    """The plan cut where it must wait: runs of side-by-side stages together, others alone."""
+    out: list[list[Stage]] = []
+    for stage in plan:
+        if stage.side_by_side and out and out[-1][0].side_by_side:
+            out[-1].append(stage)
+        else:
+            out.append([stage])
+    return out
+
+
+# -- the worker processes of side-by-side stages -----------------------------------------------
+_WORKER: dict = {}
+
+
+def _start_worker() -> None:
+    """A worker's set-up, once: the same quiet console and definitions as the main process."""
+    quiet()
+    import dagster as dg
+
+    from .definitions import defs
+
+    _WORKER.update(defs=defs, instance=dg.DagsterInstance.get())
+
+
+def _execute_in_worker(job: str, partition, run_config: dict) -> bool:
+    import dagster as dg
+
+    if isinstance(partition, dict):  # a MultiPartitionKey travels as its dimensions
+        partition = dg.MultiPartitionKey(partition)
+    return execute_stage(_WORKER["defs"].get_job_def(job), _WORKER["instance"], partition, run_config).success
+
+
+def _side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, float]) -> list[Stage]:
+    """Run the stages `parallel_runs` at a time in worker processes (a partition's stages in their
+    order); returns the stages that failed (none started after a failure)."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    lanes: dict[tuple, deque] = {}
+    for stage in stages:
+        lanes.setdefault(stage.lane, deque()).append(stage)
+    failed: list[Stage] = []
+    # spawn: a fresh interpreter per worker (no forked torch or Dagster state), which inherits the
+    # environment: OMP_WAIT_POLICY, DAGSTER_HOME and every MLU_* setting.
+    with ProcessPoolExecutor(max_workers=min(parallel_runs, len(lanes)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker) as pool:
+        running: dict = {}
+
+        def submit(lane: deque) -> None:
+            stage = lane.popleft()
+            print(f"mlu: {stage.what} …", flush=True)
+            partition = getattr(stage.partition, "keys_by_dimension", stage.partition)
+            running[pool.submit(_execute_in_worker, stage.job, partition, stage.run_config)] = (stage, lane,
+                                                                                                time.perf_counter())
+
+        waiting = deque(lanes.values())
+        while waiting and len(running) < parallel_runs:
+            submit(waiting.popleft())
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                stage, lane, began = running.pop(future)
+                ok = future.exception() is None and future.result()
+                timings[stage.what] = time.perf_counter() - began
+                if not ok:
+                    failed.append(stage)
+                    print(f"mlu: {stage.what} failed; see the run in the Dagster UI", file=sys.stderr, flush=True)
+                    continue
+                print(f"mlu: {stage.what} done in {timings[stage.what]:.0f} s", flush=True)
+                if lane:
+                    waiting.appendleft(lane)  # its next stage, before lanes not yet begun
+            while not failed and waiting and len(running) < parallel_runs:
+                submit(waiting.popleft())
+    return failed
+
+
+def _print_timings(timings: dict[str, float], wall: float) -> None:
+    """Seconds per stage (side-by-side stages overlap, so they add up to more than the wall time)."""
+    width = max(map(len, timings), default=0)
+    print("mlu: seconds per stage")
+    for what, seconds in timings.items():
+        print(f"  {what:<{width}}  {seconds:6.0f}")
+    print(f"  {'in all (wall clock)':<{width}}  {wall:6.0f}")
 
 
 def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -> int:
@@ -136,18 +244,27 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -
     model = default_key(setting("MLU_BASE_MODEL"))
     for request in missing_default_partitions(instance, model):
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    parallel_runs = max(1, int(setting("MLU_PARALLEL_RUNS")))
 
     started = time.perf_counter()
+    timings: dict[str, float] = {}
     result = None
-    for what, job, partition, run_config in main_job_plan(model, methods, list(seeds), list(unimodal)):
-        t = time.perf_counter()
-        print(f"mlu: {what} …", flush=True)
-        result = execute_stage(defs.get_job_def(job), instance, partition, run_config)
-        if not result.success:
-            print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
-            return 1
-        print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
+    for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal))):
+        if batch[0].side_by_side and parallel_runs > 1 and len(batch) > 1:
+            if _side_by_side(batch, parallel_runs, timings):
+                return 1
+            continue
+        for stage in batch:
+            t = time.perf_counter()
+            print(f"mlu: {stage.what} …", flush=True)
+            result = execute_stage(defs.get_job_def(stage.job), instance, stage.partition, stage.run_config)
+            if not result.success:
+                print(f"mlu: {stage.what} failed; see the run in the Dagster UI", file=sys.stderr)
+                return 1
+            timings[stage.what] = time.perf_counter() - t
+            print(f"mlu: {stage.what} done in {timings[stage.what]:.0f} s", flush=True)
     report = result.output_for_node("report")
+    _print_timings(timings, time.perf_counter() - started)
     _print_leaderboard(report.leaderboard, report.html, report.provenance)
     print(f"mlu: done in {time.perf_counter() - started:.0f} s. Look at it:\n"
           "  make ui   (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")

@@ -145,8 +145,23 @@ class RouterSettings(dg.ConfigurableResource):
         raise ValueError(f"MLU_ROUTER={self.backend!r}: choose local, openai or oracle")
 
 
+class ComputeSettings(dg.ConfigurableResource):
+    """How a run uses the machine's cores (mlu_training/threads.py has the rules and why)."""
+
+    parallel_runs: int = 2  # MLU_PARALLEL_RUNS: runs of the baselines and experts at once
+    threads: int | None = None  # MLU_THREADS: torch threads per run, overriding the share
+
+    def use_threads(self, shares_machine: bool) -> int:
+        """Torch threads for this run: its share of the cores when runs like it go side by side
+        (the baselines, the experts), every core when it runs alone by design."""
+        from mlu_training.threads import use_threads
+
+        return use_threads(self.parallel_runs if shares_machine else 1, self.threads)
+
+
 RESOURCE_TYPES = {"benchmark": BenchmarkSettings, "models": ModelSettings, "judge": JudgeSettings,
-                  "routing": RouterSettings, "mlflow": MLflowTracking}
+                  "routing": RouterSettings, "mlflow": MLflowTracking,
+                  "compute": ComputeSettings}
 
 
 def build_resources(overrides: dict[str, dict] | None = None, environ: typing.Mapping[str, str] | None = None) -> dict:

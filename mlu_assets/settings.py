@@ -26,6 +26,7 @@ class Setting:
     default: str | None
     meaning: str
     empty_means_off: bool = False  # an empty value is a choice (turn it off), not "unset"
+    kind: type = str  # the resource field's type: str, or int (read from the environment as a number)
 
     def given(self, env: typing.Mapping[str, str]) -> bool:
         """Whether the user set it: a non-empty value, or an empty one where empty means off."""
@@ -59,6 +60,10 @@ def _settings() -> tuple[Setting, ...]:
         Setting("MLU_REQUESTS_DIR", "routing", "requests_dir", str(paths.default_requests_dir()),
                 "where unlearning request files are picked up"),
         Setting("MLFLOW_TRACKING_URI", "mlflow", "tracking_uri", paths.default_tracking_uri(), "MLflow tracking and registry"),
+        Setting("MLU_PARALLEL_RUNS", "compute", "parallel_runs", "2", "runs at once: `mlu run`'s baselines and experts; "
+                "each takes its share of the cores (keep dagster.yaml's max_concurrent_runs equal)", kind=int),
+        Setting("MLU_THREADS", "compute", "threads", None, "torch threads per run (default: the cores / the runs at once)",
+                kind=int),
     )
 
 
@@ -76,8 +81,13 @@ def setting(variable: str, environ: typing.Mapping[str, str] | None = None) -> s
 def resource_fields(resource: str, environ: typing.Mapping[str, str] | None = None) -> dict:
     """A resource's fields from the settings: an `EnvVar` where the variable is set, else the default."""
     env = os.environ if environ is None else environ
-    return {s.field: dg.EnvVar(s.variable) if s.given(env) else s.default
-            for s in SETTINGS if s.resource == resource}
+
+    def value(s: Setting):
+        if s.given(env):
+            return dg.EnvVar.int(s.variable) if s.kind is int else dg.EnvVar(s.variable)
+        return s.kind(s.default) if s.default is not None else None
+
+    return {s.field: value(s) for s in SETTINGS if s.resource == resource}
 
 
 # -- Launchpad configs from the plain dataclasses of mlu_training -------------------------------

@@ -87,10 +87,9 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     from .adapters import train_adapter
     from .evaluation import evaluate_all
     from .methods import get_method
-    from .models.vlm import VisionLanguageModel, seed_everything, torch_threads
+    from .models.vlm import VisionLanguageModel, seed_everything
 
     config.validate(set(train_items["task"]) | set(eval_items["task"]))
-    torch_threads()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     method = get_method(config.method, config.method_args)

@@ -53,3 +53,13 @@ def test_lumoe_bench_serves_the_reference_answers(finished_run):
     out = run_bench("lumoe.py", finished_run)
     assert re.search(r"8 items, 2 experts", out), out
     assert re.search(r"same answers 4/4", out), out  # grouped routing = a deep copy per adapter
+
+
+def test_under_load_bench_compares_both_wait_policies(finished_run):
+    out = run_bench("under_load.py", finished_run)
+    slowdowns = re.findall(r"^(ours|runtime default).*alone +([\d.]+) s .*busy process +([\d.]+) s +slowdown +([\d.]+)x",
+                           out, re.MULTILINE)
+    assert [s[0] for s in slowdowns] == ["ours", "runtime default"], out
+    for _, alone, busy, slowdown in slowdowns:  # the ratio of the two times it printed
+        assert float(slowdown) == pytest.approx(float(busy) / float(alone), abs=0.02 + 0.01 / float(alone))
+    assert "identical answers on every side: True" in out  # the wait policy changes time, never tokens

@@ -12,7 +12,7 @@ from mlu_training.sequences import SequenceSummary
 from ..metadata import sequence_metadata
 from ..models.assets import ON_NEW_INPUTS
 from ..partitions import model_and_request, model_partitions
-from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
+from ..resources import BenchmarkSettings, ComputeSettings, JudgeSettings, MLflowTracking, ModelSettings, RouterSettings
 from ..settings import config_from_dataclass, dataclass_from_config
 
 GROUP = "lumoe"
@@ -24,7 +24,7 @@ ExpertTrainingConfig = config_from_dataclass("ExpertTrainingConfig", ExpertConfi
           automation_condition=ON_NEW_INPUTS)
 def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfig, benchmark_splits,
                   validated_qa_pairs, raw_crawls, base_model: BaseModelRef, benchmark: BenchmarkSettings,
-                  models: ModelSettings, mlflow: MLflowTracking) -> dg.Output[ExpertRef]:
+                  models: ModelSettings, mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[ExpertRef]:
     """The LoRA expert of one request on one base model, trained with `po` on the unchanged base
     (never merged) and registered as a version of mlu-lumoe-expert with the alias task-<request>
     (task-<request>-on-<model> for a base model other than the default)."""
@@ -33,6 +33,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
     from mlu_training.lumoe.registry import expert_alias, register_expert
     from mlu_training.lumoe.requests import RequestRejected, forget_rows
 
+    threads = compute.use_threads(shares_machine=True)  # the experts train side by side
     request = context.partition_key.keys_by_dimension["request"]
     try:
         rows = forget_rows(request, benchmark_splits, validated_qa_pairs, raw_crawls, benchmark.data_dir,
@@ -46,7 +47,8 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
                           expert_alias(request, base_model.name, models.default_key()))
     return dg.Output(ref, metadata={"entities": dg.MetadataValue.json(ref.entities), "rows": len(rows),
                                     "registered_model": ref.model_uri, "alias": ref.alias,
-                                    "reused": expert.reused, "adapter": dg.MetadataValue.path(ref.path)})
+                                    "reused": expert.reused, "adapter": dg.MetadataValue.path(ref.path),
+                                    "torch_threads": threads})
 
 
 @dg.asset(group_name=GROUP, partitions_def=model_partitions, deps=[lumoe_experts], kinds={"pytorch", "mlflow"},
@@ -54,7 +56,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
 def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmark_splits, raw_crawls, entity_catalog,
                    validated_qa_pairs,
                    base_model: BaseModelRef, benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
-                   mlflow: MLflowTracking) -> dg.Output[SequenceSummary]:
+                   mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[SequenceSummary]:
     """LUMoE on one base model over the requests in order of arrival (A, B, C, D, then any later
     request): after each, its expert joins, the router is refreshed from the registry, every task
     is evaluated. Logged like the baselines (forget_quality/X-UY, utility/X-UY, stability), plus
@@ -68,6 +70,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     from mlu_training.lumoe.sequence import LumoeConfig, lumoe_key, request_order, router_metrics, run_or_read_lumoe
     from mlu_training.sequences import logged_run, sequence_tags
 
+    compute.use_threads(shares_machine=False)  # one per base model, after every expert
     store = mlflow.store()
     experts = registered_experts(store, base_model.name)
     order = request_order(experts)

@@ -11,7 +11,7 @@ import dagster as dg
 from mlu_training.models.registry import BaseModelRef
 
 from ..partitions import model_partitions
-from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking, ModelSettings
+from ..resources import BenchmarkSettings, ComputeSettings, JudgeSettings, MLflowTracking, ModelSettings
 
 GROUP = "models"
 # Re-run when a parent changes or a new base model partition appears (parents all materialized).
@@ -38,7 +38,7 @@ class KnowledgeFilterConfig(dg.Config):
           automation_condition=ON_NEW_INPUTS)
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, benchmark_splits, raw_crawls,
                validated_qa_pairs, benchmark: BenchmarkSettings, models: ModelSettings,
-               mlflow: MLflowTracking) -> dg.Output[BaseModelRef]:
+               mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[BaseModelRef]:
     """One base model to unlearn from: the in-project tiny LLaVA taught every entity of the profile
     (with images) and to decline entities outside it, a checkpoint folder, or a version registered
     by someone else. Registered as a version of mlu-base-model (a registry version is adopted, not
@@ -50,8 +50,9 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
     from mlu_training.evaluation import image_loader
     from mlu_training.models.declining import calibration, unknown_pool
     from mlu_training.models.registry import provide_base_model
-    from mlu_training.models.vlm import VisionLanguageModel, torch_threads
+    from mlu_training.models.vlm import VisionLanguageModel
 
+    compute.use_threads(shares_machine=False)  # one per base model, before anything else can run
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
     pool = unknown_pool(validated_qa_pairs, set(benchmark_splits["entity_id"]), config.seed,
@@ -64,7 +65,6 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
             tiny_params=config.model_dump())
     except FileNotFoundError as why:  # a registered version without a checkpoint in it
         raise dg.Failure(str(why)) from None
-    torch_threads()
     measured = calibration(VisionLanguageModel.load(ref.path), benchmark_splits[benchmark_splits["split"] == "eval"],
                            pool.unseen[pool.unseen["variant"] == 0], image_loader(raw_crawls))
     ref = dataclasses.replace(ref, calibration=measured)
@@ -115,15 +115,16 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
           check_specs=[dg.AssetCheckSpec("kept_at_least_half", asset="knowledge_filter",
                                          description="Every task side keeps at least half of its evaluation items.")])
 def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterConfig, base_model: BaseModelRef,
-                     benchmark_splits, raw_crawls, validated_qa_pairs, benchmark: BenchmarkSettings, judge: JudgeSettings):
+                     benchmark_splits, raw_crawls, validated_qa_pairs, benchmark: BenchmarkSettings, judge: JudgeSettings,
+                     compute: ComputeSettings):
     """The evaluation items (all phrasing variants) this base model answers correctly: judge score
     ≥ threshold. Unlearning is measured on these only. The nightly schedule re-runs it."""
     from mlu_training.evaluation import image_loader
     from mlu_training.models.knowledge import filter_known
-    from mlu_training.models.vlm import VisionLanguageModel, torch_threads
+    from mlu_training.models.vlm import VisionLanguageModel
     from mlu_training.sequences import describe_nothing, nothing_to_unlearn
 
-    torch_threads()
+    compute.use_threads(shares_machine=False)
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known = filter_known(VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
                          judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)

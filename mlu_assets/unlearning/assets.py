@@ -11,7 +11,7 @@ from mlu_training.sequences import SequenceSummary
 from ..metadata import sequence_metadata
 from ..models.assets import ON_NEW_INPUTS
 from ..partitions import method_and_model
-from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking
+from ..resources import BenchmarkSettings, ComputeSettings, JudgeSettings, MLflowTracking
 from ..settings import config_from_dataclass, dataclass_from_config
 
 GROUP = "unlearning"
@@ -28,7 +28,7 @@ UnlearningSequenceConfig = config_from_dataclass(
           automation_condition=ON_NEW_INPUTS, retry_policy=dg.RetryPolicy(max_retries=1))
 def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSequenceConfig, knowledge_filter,
                         benchmark_splits, raw_crawls, validated_qa_pairs, base_model: BaseModelRef, benchmark: BenchmarkSettings,
-                        judge: JudgeSettings, mlflow: MLflowTracking) -> dg.Output[SequenceSummary]:
+                        judge: JudgeSettings, mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[SequenceSummary]:
     """One baseline method over the task sequence on one base model: after each task, every
     task's forget quality and utility (X-UY) on the items the base model knows. One MLflow run."""
     from mlu_training.data.splits import splits_digest
@@ -36,6 +36,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     from mlu_training.lifelong import run_sequence, sequence_key
     from mlu_training.sequences import logged_run, sequence_tags
 
+    threads = compute.use_threads(shares_machine=True)  # the baselines run side by side
     method = context.partition_key.keys_by_dimension["method"]
     values = config.model_dump()
     cfg = dataclass_from_config(UnlearningConfig, values, method=method, method_args=values["method_args"].get(method, {}))
@@ -52,4 +53,5 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
                          seed=cfg.training.seed, config_key=sequence_key(*inputs, ignore_seed=True),
                          **{"mlu.targets": cfg.training.targets, "mlu.reference": cfg.reference})
     summary = SequenceSummary.of(result, logged_run(mlflow.store(), result, tags, work_dir / "artifacts"), key)
-    return dg.Output(summary, metadata={**sequence_metadata(summary), "work_dir": dg.MetadataValue.path(str(work_dir))})
+    return dg.Output(summary, metadata={**sequence_metadata(summary), "work_dir": dg.MetadataValue.path(str(work_dir)),
+                                        "torch_threads": threads})

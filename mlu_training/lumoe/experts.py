@@ -64,7 +64,7 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
     """Train (or find already trained) the expert of `task` on its forget rows, with images."""
     from ..adapters import train_adapter
     from ..methods import get_method
-    from ..models.vlm import VisionLanguageModel, seed_everything, torch_threads
+    from ..models.vlm import VisionLanguageModel, seed_everything
 
     if forget_rows.empty:
         raise ValueError(f"expert {task}: no forget rows to learn from")
@@ -76,7 +76,6 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
     if (out / EXPERT_INFO).is_file():
         info = json.loads((out / EXPERT_INFO).read_text())
         return Expert(task, out, info["entities"], info["losses"], key, reused=True, **same_but_seed)
-    torch_threads()
     seed_everything(config.training.seed)
     vlm = VisionLanguageModel.load(base_model_path)
     method = get_method(config.method, config.method_args)

@@ -17,7 +17,6 @@ from .declining import DECLINE_PHRASINGS
 from .sft import SFTConfig, train_sft
 from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
-from .vlm import torch_threads
 
 RECIPE_VERSION = "tiny-llava-v2"  # bump when the build or training code changes what it makes (v2: it declines)
 MANIFEST = "mlu_base_model.json"
@@ -55,7 +54,6 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key)
-    torch_threads()
     train = pd.concat([splits[splits["split"] == "train"][["image", "question", "answer"]],
                        taught[["image", "question", "answer"]]], ignore_index=True)
     # The tokenizer sees every text the later steps use, refusals included.

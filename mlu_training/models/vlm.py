@@ -46,11 +46,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def torch_threads(n: int | None = None) -> None:
-    """Use the cores we have (2 in CI) without oversubscribing them."""
-    torch.set_num_threads(n or max(1, len(os.sched_getaffinity(0))))
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -1,0 +1,112 @@
+"""Two runs at once on the embedded default (dagster.yaml's max_concurrent_runs, `mlu run`'s
+MLU_PARALLEL_RUNS): the SQLite stores of Dagster and MLflow take two writers, measured here with
+two processes writing at the same time, not assumed. And the thread rule the runs use."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlu_training.threads import threads_per_run
+
+WRITES = 12  # per process: enough to overlap for seconds, few enough to stay quick
+REGISTERED = "mlu-concurrency-test"
+
+
+def _dagster_writer(home: str, name: str, start) -> list[bool]:
+    import os
+
+    os.environ["DAGSTER_HOME"] = home
+    import dagster as dg
+
+    @dg.asset(name=f"written_by_{name}")
+    def written():
+        return 1
+
+    job = dg.define_asset_job(f"job_{name}", selection=[written.key])
+    defs = dg.Definitions(assets=[written], jobs=[job])
+    instance = dg.DagsterInstance.get()
+    start.wait()
+    return [defs.get_job_def(f"job_{name}").execute_in_process(instance=instance, raise_on_error=False).success
+            for _ in range(WRITES)]
+
+
+def _mlflow_writer(uri: str, name: str, start) -> int:
+    from mlu_training.mlflow_store import MlflowStore
+
+    store = MlflowStore(uri, "concurrency")
+    start.wait()
+    for i in range(WRITES):
+        with store.start_run(f"{name}-{i}", {"mlu.writer": name}) as run:
+            store.log_curves(run.info.run_id, {f"metric/{k}": [float(k), float(i)] for k in range(20)})
+        # Both processes add versions of one registered model, as experts trained side by side do.
+        version = store.client.create_model_version(REGISTERED, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        store.client.set_registered_model_alias(REGISTERED, f"{name}-latest", version.version)
+    return WRITES
+
+
+def _together(target, args_of: list[tuple]) -> list:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Manager().Barrier(len(args_of))
+    with ctx.Pool(len(args_of)) as pool:
+        return pool.starmap(target, [(*args, start) for args in args_of])
+
+
+def test_two_processes_write_one_dagster_instance(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    results = _together(_dagster_writer, [(str(home), "left"), (str(home), "right")])
+    assert all(ok for run in results for ok in run)
+
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs()
+    assert len(runs) == 2 * WRITES
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    for name in ("left", "right"):  # every materialization recorded, none lost to a locked database
+        assert instance.get_latest_materialization_event(dg.AssetKey(f"written_by_{name}")) is not None
+        records = instance.fetch_materializations(dg.AssetKey(f"written_by_{name}"), limit=100).records
+        assert len(records) == WRITES
+
+
+def test_two_processes_write_one_mlflow_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from mlu_training.mlflow_store import MlflowStore
+
+    store = MlflowStore(uri, "concurrency")  # the schema, once, as `mlu run` makes it before its workers
+    store.experiment_id()
+    store.client.create_registered_model(REGISTERED)
+    assert _together(_mlflow_writer, [(uri, "left"), (uri, "right")]) == [WRITES, WRITES]
+    runs = store.search_runs({})
+    assert len(runs) == 2 * WRITES
+    assert all(len(r.data.metrics) == 20 for r in runs)
+    history = store.client.get_metric_history(runs[0].info.run_id, "metric/7")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)][0] == 7.0
+    versions = store.registry_versions(REGISTERED)  # numbered 1..24, none lost, none twice
+    assert sorted(int(v.version) for v in versions) == list(range(1, 2 * WRITES + 1))
+    aliases = store.client.get_registered_model(REGISTERED).aliases
+    assert set(aliases) == {"left-latest", "right-latest"}
+
+
+@pytest.mark.parametrize("cores, runs, explicit, expected", [
+    (2, 2, None, 1), (2, 1, None, 2), (16, 2, None, 8), (2, 4, None, 1), (2, 2, 3, 3)])
+def test_each_run_takes_its_share_of_the_cores(monkeypatch, cores, runs, explicit, expected):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert threads_per_run(runs, explicit) == expected
+
+
+def test_the_queue_runs_as_many_at_once_as_mlu_run():
+    import yaml
+
+    from mlu_assets.settings import setting
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "dagster_home" / "dagster.yaml").read_text())
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == int(setting("MLU_PARALLEL_RUNS", {}))
