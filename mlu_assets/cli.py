@@ -146,16 +146,18 @@ def _batches(plan: list[Stage]) -> list[list[Stage]]:
 
 # -- the worker processes of side-by-side stages -----------------------------------------------
 _WORKER: dict = {}
+DEFINITIONS = "mlu_assets.definitions:defs"
 
 
-def _start_worker() -> None:
+def _start_worker(definitions: str) -> None:
     """A worker's set-up, once: the same quiet console and definitions as the main process."""
     quiet()
+    import importlib
+
     import dagster as dg
 
-    from .definitions import defs
-
-    _WORKER.update(defs=defs, instance=dg.DagsterInstance.get())
+    module, name = definitions.split(":")
+    _WORKER.update(defs=getattr(importlib.import_module(module), name), instance=dg.DagsterInstance.get())
 
 
 def _execute_in_worker(job: str, partition, run_config: dict) -> bool:
@@ -166,7 +168,8 @@ def _execute_in_worker(job: str, partition, run_config: dict) -> bool:
     return execute_stage(_WORKER["defs"].get_job_def(job), _WORKER["instance"], partition, run_config).success
 
 
-def _side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, float]) -> list[Stage]:
+def side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, float],
+                 definitions: str = DEFINITIONS) -> list[Stage]:
     """Run the stages `parallel_runs` at a time in worker processes (a partition's stages in their
     order); returns the stages that failed (none started after a failure)."""
     import multiprocessing
@@ -180,7 +183,7 @@ def _side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, fl
     # spawn: a fresh interpreter per worker (no forked torch or Dagster state), which inherits the
     # environment: OMP_WAIT_POLICY, DAGSTER_HOME and every MLU_* setting.
     with ProcessPoolExecutor(max_workers=min(parallel_runs, len(lanes)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker) as pool:
+                             initializer=_start_worker, initargs=(definitions,)) as pool:
         running: dict = {}
 
         def submit(lane: deque) -> None:
@@ -251,7 +254,7 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -
     result = None
     for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal))):
         if batch[0].side_by_side and parallel_runs > 1 and len(batch) > 1:
-            if _side_by_side(batch, parallel_runs, timings):
+            if side_by_side(batch, parallel_runs, timings):
                 return 1
             continue
         for stage in batch:

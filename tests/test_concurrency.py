@@ -110,3 +110,58 @@ def test_the_queue_runs_as_many_at_once_as_mlu_run():
 
     config = yaml.safe_load((Path(__file__).parents[1] / "dagster_home" / "dagster.yaml").read_text())
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == int(setting("MLU_PARALLEL_RUNS", {}))
+
+
+def _stage(partition: str, label: str, fail: bool = False):
+    from mlu_assets.cli import Stage
+
+    return Stage(f"{partition} {label}", "recorded_job", partition,
+                 {"ops": {"recorded": {"config": {"label": label, "fail": fail}}}}, side_by_side=True)
+
+
+@pytest.fixture
+def parallel_location(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MLU_TEST_PARALLEL_LOG", str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the workers import parallel_location
+    return tmp_path
+
+
+def _recorded(folder: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+
+
+def test_mlu_run_trains_independent_stages_side_by_side_in_their_order(parallel_location):
+    from mlu_assets.cli import side_by_side
+
+    # ga's projector-only run must come before ga's default run, as in the main job's plan.
+    stages = [_stage("ga", "projector"), _stage("ga", "default"), _stage("npo", "default"), _stage("kl", "default")]
+    timings: dict[str, float] = {}
+    assert side_by_side(stages, 2, timings, "parallel_location:defs") == []
+    runs = _recorded(parallel_location)
+    assert sorted((r["partition"], r["label"]) for r in runs) == sorted((s.lane[1], s.what.split()[1]) for s in stages)
+    ga = {r["label"]: r for r in runs if r["partition"] == "ga"}
+    assert ga["projector"]["ended"] <= ga["default"]["began"]  # a partition's stages keep their order
+    assert len({r["pid"] for r in runs}) == 2  # two worker processes
+    spans = sorted((r["began"], r["ended"]) for r in runs)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # and some runs overlapped
+    assert set(timings) == {s.what for s in stages}
+
+    import dagster as dg
+
+    records = dg.DagsterInstance.get().get_runs()  # recorded in the instance like launches from the UI
+    assert len(records) == 4 and {r.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
+
+
+def test_a_failed_stage_stops_what_has_not_started(parallel_location):
+    from mlu_assets.cli import side_by_side
+
+    stages = [_stage("ga", "broken", fail=True), _stage("ga", "after"), _stage("npo", "default"), _stage("kl", "default")]
+    failed = side_by_side(stages, 1, {}, "parallel_location:defs")  # one at a time: the order is known
+    assert [s.what for s in failed] == ["ga broken"]
+    assert not (parallel_location / "runs.jsonl").exists()  # nothing after the failure was started
