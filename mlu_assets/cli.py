@@ -14,6 +14,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from mlu_training.benchmark import DEFAULT_ORDER
+
 
 # What the terminal shows of the leaderboard (the report has every summary of both scores).
 CLI_COLUMNS = ["method", "base model", "judge", "order", "seeds", "forget quality", "utility", "drift FQ", "drift utility",
@@ -102,20 +104,23 @@ class Stage:
         return self.job, str(self.partition)
 
 
-def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = ()) -> list[Stage]:
+def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = (),
+                  orders: list[str] = (DEFAULT_ORDER,)) -> list[Stage]:
     """Every run of the main job, in order: every baseline and LUMoE (its experts, then its
-    sequence) once per seed, then the report, which pools the seeds. A seed is the
-    `training.seed` of the Launchpad config: finished seeds are reused. The methods in `unimodal`
-    also run confined to the projector and to the vision tower (first seed), before their default
-    run, so the partition's latest value stays the default one. One seed's experts all finish
-    before its LUMoE sequence reads the registry, and before the next seed's experts replace them."""
+    sequence) once per seed and task order, then the report, which pools the seeds (each order is
+    a row of its own). A seed is the `training.seed` of the Launchpad config: finished seeds are
+    reused. The methods in `unimodal` also run confined to the projector and to the vision tower
+    (first seed, first order), before their default run, so the partition's latest value stays the
+    default one. The experts do not depend on the order: one set per seed, all finished before
+    LUMoE's sequences read the registry, and before the next seed's experts replace them."""
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
     from mlu_training.paper import UNIMODAL
 
-    def seeded(asset: str, seed: int, **training) -> dict:
-        return {"ops": {asset: {"config": {"training": {"seed": seed, **training}}}}}
+    def seeded(asset: str, seed: int, order: str | None = None, **training) -> dict:
+        config = {"training": {"seed": seed, **training}, **({"order": order} if order else {})}
+        return {"ops": {asset: {"config": config}}}
 
     plan = [Stage("the benchmark group", "benchmark_job"), Stage(f"the base model {model!r}", "base_model_job", model)]
     for seed in seeds:
@@ -123,13 +128,18 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: li
         if seed == seeds[0]:
             plan += [Stage(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
                            dg.MultiPartitionKey({"method": m, "model": model}),
-                           seeded("unlearning_sequence", seed, targets=part), side_by_side=True)
+                           seeded("unlearning_sequence", seed, orders[0], targets=part), side_by_side=True)
                      for m in unimodal for part in UNIMODAL]
-        plan += [Stage(f"unlearning with {m}{tag}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
-                       seeded("unlearning_sequence", seed), side_by_side=True) for m in methods]
+        for order in orders:
+            told = tag + (f" (order {order})" if order != DEFAULT_ORDER else "")
+            plan += [Stage(f"unlearning with {m}{told}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
+                           seeded("unlearning_sequence", seed, order), side_by_side=True) for m in methods]
         plan += [Stage(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
                        seeded("lumoe_experts", seed), side_by_side=True) for t in TASKS]
-        plan.append(Stage(f"LUMoE's sequence{tag}", "lumoe_job", model))
+        # The paper's order is the order the requests arrived in (A-D, then any later request).
+        plan += [Stage(f"LUMoE's sequence{tag}", "lumoe_job", model) if order == DEFAULT_ORDER else
+                 Stage(f"LUMoE's sequence{tag} (order {order})", "lumoe_job", model,
+                       {"ops": {"lumoe_sequence": {"config": {"order": order}}}}) for order in orders]
     return plan + [Stage("the report", "report_job")]
 
 
@@ -223,7 +233,7 @@ def _print_timings(timings: dict[str, float], wall: float) -> None:
     print(f"  {'in all (wall clock)':<{width}}  {wall:6.0f}")
 
 
-def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -> int:
+def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), orders: list[str] = (DEFAULT_ORDER,)) -> int:
     import os
 
     quiet()  # before the definitions load: their import may warn too
@@ -252,7 +262,7 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = ()) -
     started = time.perf_counter()
     timings: dict[str, float] = {}
     result = None
-    for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal))):
+    for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal), list(orders))):
         if batch[0].side_by_side and parallel_runs > 1 and len(batch) > 1:
             if side_by_side(batch, parallel_runs, timings):
                 return 1
@@ -313,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"baselines to run, comma-separated, of {', '.join(METHODS)} ('' for none)")
     p_run.add_argument("--seeds", default="0", help="training seeds, comma-separated (e.g. 0,1,2): every method runs "
                        "once per seed, the report pools them; finished seeds are reused")
+    p_run.add_argument("--orders", default=DEFAULT_ORDER, help="task orders, comma-separated (e.g. ABCD,CABD): "
+                       "every method runs each order; the report shows each as a row of its own")
     p_run.add_argument("--unimodal", default="ga,npo", help="methods also run confined to the projector and to the "
                        "vision tower (the paper's unimodal ablation), comma-separated ('' for none)")
     p_req = sub.add_parser("request", help="file an unlearning request (the Dagster sensor picks it up)")
@@ -333,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         unimodal = [m for m in args.unimodal.split(",") if m]
         if set(unimodal) - set(METHODS):
             parser.error(f"--unimodal: unknown method(s) {', '.join(sorted(set(unimodal) - set(METHODS)))}")
-        return run(methods, seeds or [0], unimodal)
+        orders = [o.strip().upper() for o in args.orders.split(",") if o.strip()] or [DEFAULT_ORDER]
+        bad = [o for o in orders if sorted(o) != sorted(DEFAULT_ORDER)]
+        if bad:
+            parser.error(f"--orders: {', '.join(bad)} is not an order of the tasks {DEFAULT_ORDER} (each once)")
+        return run(methods, seeds or [0], unimodal, orders)
     return 2
 
 

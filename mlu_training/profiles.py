@@ -1,5 +1,7 @@
 """Profiles: how much of the benchmark a run uses. `mini` runs end to end in minutes on 2 CPU
-cores; `full` is the whole benchmark for a GPU box; `tiny` is for the test-suite."""
+cores; `research` has ten forget and ten retain entities per task side, for intervals narrow
+enough to rank methods (README: its command, with seeds and a second order); `full` is the whole
+benchmark for a GPU box; `tiny` is for the test-suite."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", entities_per_side=1, max_train_images_per_entity=3, image_size=32),
     "mini": Profile("mini", entities_per_side=2, max_train_images_per_entity=6, image_size=32),
+    "research": Profile("research", entities_per_side=10, max_train_images_per_entity=6, image_size=32),
     "full": Profile("full", entities_per_side=None, max_train_images_per_entity=None, image_size=224),
 }
 

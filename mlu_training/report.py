@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .benchmark import DEFAULT_ORDER, TASKS
 from .figures import degradation_png, heatmap_png
 from .paper import paper_section_html
 from .sequences import (KINDS, NOTHING_TAG, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low,
@@ -29,9 +30,14 @@ class Report:
 
 def method_label(tags: dict) -> str:
     """A row's method: its name, with the part it was confined to when not the language model
-    (`ga [projector]`: the paper's unimodal ablation is a row of its own)."""
+    (`ga [projector]`: the paper's unimodal ablation is a row of its own) and its task order when
+    another permutation of the benchmark's tasks (`ga (CABD)`: another order is another row, never
+    pooled with the first; LUMoE's later requests extend its order and keep its row)."""
     targets = tags.get("mlu.targets", "language")
-    return tags.get("mlu.method", "") if targets == "language" else f"{tags.get('mlu.method', '')} [{targets}]"
+    label = tags.get("mlu.method", "") if targets == "language" else f"{tags.get('mlu.method', '')} [{targets}]"
+    order = tags.get("mlu.order", DEFAULT_ORDER)
+    permuted = order != DEFAULT_ORDER and sorted(parse_order(order)) == sorted(TASKS)
+    return f"{label} ({order})" if permuted else label
 
 
 def _config_key(run) -> str:

@@ -53,3 +53,24 @@ def test_a_stage_prints_nothing_of_its_events_and_keeps_them_in_the_run(tmp_path
         kinds = {e.dagster_event.event_type for e in events if e.dagster_event}
         assert {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.RUN_SUCCESS} <= kinds
         assert any(e.user_message == "an info line of the step" for e in events)
+
+
+def test_the_main_job_runs_each_order_and_each_seed_with_one_set_of_experts_per_seed():
+    from mlu_assets.cli import _batches, main_job_plan
+
+    plan = main_job_plan("tiny", ["ga", "npo"], [0, 1], ["ga"], ["ABCD", "CABD"])
+    unlearning = [s for s in plan if s.job == "unlearning_job"]
+    configs = [s.run_config["ops"]["unlearning_sequence"]["config"] for s in unlearning]
+    # ga alone twice (projector, vision tower), then each method x order, for each seed
+    assert len(unlearning) == 2 + 2 * 2 * 2
+    assert sorted((c["training"]["seed"], c["order"]) for c in configs if "targets" not in c["training"]) == \
+        sorted([(seed, order) for seed in (0, 1) for order in ("ABCD", "CABD") for _ in ("ga", "npo")])
+    assert {c["order"] for c in configs if "targets" in c["training"]} == {"ABCD"}  # the ablation: the paper's order
+    assert len([s for s in plan if s.job == "lumoe_expert_job"]) == 4 * 2  # experts do not depend on the order
+    lumoe = [s.run_config.get("ops", {}).get("lumoe_sequence", {}).get("config", {}).get("order")
+             for s in plan if s.job == "lumoe_job"]
+    assert lumoe == [None, "CABD", None, "CABD"]  # the paper's order: as the requests arrived
+    batches = _batches(plan)
+    # benchmark, base model | seed 0's baselines and experts side by side | its two LUMoE orders, alone | seed 1 … | report
+    assert [len(b) for b in batches] == [1, 1, 2 + 4 + 4, 1, 1, 4 + 4, 1, 1, 1]
+    assert all(s.side_by_side for s in batches[2]) and not batches[3][0].side_by_side

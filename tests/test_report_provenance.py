@@ -73,3 +73,13 @@ def test_one_judge_is_named_once_not_per_row(tmp_path, capsys):
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "method" in line)
     assert "judge" not in header and "judge: local rubric-v3" in out and "warning" not in out
+
+
+def test_another_task_order_is_a_row_of_its_own():
+    from mlu_training.report import method_label
+
+    assert method_label({"mlu.method": "ga", "mlu.order": "ABCD"}) == "ga"
+    assert method_label({"mlu.method": "ga", "mlu.order": "CABD"}) == "ga (CABD)"  # never pooled with ABCD's seeds
+    assert method_label({"mlu.method": "npo", "mlu.targets": "projector", "mlu.order": "CABD"}) == "npo [projector] (CABD)"
+    # LUMoE's later requests extend its order: still LUMoE's row
+    assert method_label({"mlu.method": "lumoe", "mlu.order": "A,B,C,D,forget-taylor"}) == "lumoe"

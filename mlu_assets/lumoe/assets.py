@@ -20,6 +20,12 @@ ExpertTrainingConfig = config_from_dataclass("ExpertTrainingConfig", ExpertConfi
                                              doc="How an expert is trained (mlu_training.lumoe.experts.ExpertConfig).")
 
 
+class LumoeSequenceConfig(dg.Config):
+    """Which order the requests are replayed in."""
+
+    order: str = ""  # e.g. CABD (the paper's code also ran C→A→B→D); empty: the order they arrived in
+
+
 @dg.asset(group_name=GROUP, partitions_def=model_and_request, kinds={"pytorch", "mlflow"},
           automation_condition=ON_NEW_INPUTS)
 def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfig, benchmark_splits,
@@ -53,8 +59,8 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
 
 @dg.asset(group_name=GROUP, partitions_def=model_partitions, deps=[lumoe_experts], kinds={"pytorch", "mlflow"},
           automation_condition=ON_NEW_INPUTS)
-def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmark_splits, raw_crawls, entity_catalog,
-                   validated_qa_pairs,
+def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfig, knowledge_filter, benchmark_splits,
+                   raw_crawls, entity_catalog, validated_qa_pairs,
                    base_model: BaseModelRef, benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
                    mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[SequenceSummary]:
     """LUMoE on one base model over the requests in order of arrival (A, B, C, D, then any later
@@ -68,16 +74,19 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import LumoeConfig, lumoe_key, request_order, router_metrics, run_or_read_lumoe
-    from mlu_training.sequences import logged_run, sequence_tags
+    from mlu_training.sequences import logged_run, parse_order, sequence_tags
 
     compute.use_threads(shares_machine=False)  # one per base model, after every expert
     store = mlflow.store()
     experts = registered_experts(store, base_model.name)
-    order = request_order(experts)
+    order = parse_order(config.order) if config.order else request_order(experts)
     if not order:
         raise dg.Failure(f"no expert registered for base model {base_model.name}: materialize lumoe_experts first")
-    config = LumoeConfig(tasks=tuple(order), router=routing.backend)
-    shared = (config, base_model.key, base_model.data_digest)
+    if sorted(set(order)) != sorted(order) or set(order) - set(experts):
+        raise dg.Failure(f"order {config.order!r}: each request once, of those with an expert on {base_model.name} "
+                         f"({', '.join(request_order(experts))})")
+    lumoe = LumoeConfig(tasks=tuple(order), router=routing.backend)
+    shared = (lumoe, base_model.key, base_model.data_digest)
     rest = (splits_digest(knowledge_filter), judge.describe())
     key = lumoe_key(*shared, [experts[t].key for t in order], *rest)
     seeds = sorted({experts[t].seed for t in order})  # the experts' seeds: one, unless requests were trained apart
@@ -88,10 +97,10 @@ def lumoe_sequence(context: dg.AssetExecutionContext, knowledge_filter, benchmar
     result, quality, reused = run_or_read_lumoe(
         work_dir, base_model.path, experts, entity_names(entity_catalog), knowledge_filter, load,
         judge.build(benchmark.data_dir, validated_qa_pairs), routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir),
-        config, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
+        lumoe, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
-        context.log.info(f"lumoe on {base_model.name}: {config.order} is up to date, read back from {work_dir}")
-    tags = sequence_tags("lumoe_sequence", "lumoe", config.order, benchmark.profile, base_model, key, judge.describe(),
+        context.log.info(f"lumoe on {base_model.name}: {lumoe.order} is up to date, read back from {work_dir}")
+    tags = sequence_tags("lumoe_sequence", "lumoe", lumoe.order, benchmark.profile, base_model, key, judge.describe(),
                          seed=",".join(seeds), config_key=lumoe_key(*shared, [experts[t].config_key for t in order], *rest),
                          **{"mlu.router": routing.backend})
     run_id = logged_run(store, result, tags, work_dir / "artifacts", extra_metrics=router_metrics(quality))
