@@ -115,3 +115,23 @@ def test_splits_hold_out_every_eval_pair(tables):
     assert splits_digest(mini) == splits_digest(build_splits(qa, catalog, get_profile("mini")))
     full = build_splits(qa, catalog, get_profile("full"))
     assert full["entity_id"].nunique() == 127 and (full["split"] == "eval").sum() == 2745
+
+
+def test_the_image_loader_keeps_at_most_its_budget_of_decoded_pixels(tiny_world):
+    """Full-size photographs must not pile up in memory: past the budget, the least recently used
+    image is dropped and read again, identical, when asked."""
+    import numpy as np
+
+    from mlu_training.evaluation import image_loader
+
+    paths = sorted(tiny_world["crawls"]["image"])[:6]
+    first = image_loader(tiny_world["crawls"])(paths[0])
+    one = first.width * first.height * 3
+    load = image_loader(tiny_world["crawls"], max_bytes=2 * one)
+    images = [load(p) for p in paths]
+    assert load.held_bytes() == 2 * one  # the two most recent
+    assert load(paths[-1]) is images[-1]  # still held: the same object
+    again = load(paths[0])  # dropped, read again
+    assert again is not images[0] and np.array_equal(np.asarray(again), np.asarray(images[0]))
+    unlimited = image_loader(tiny_world["crawls"])
+    assert [unlimited(p) for p in paths] and unlimited.held_bytes() == 6 * one
