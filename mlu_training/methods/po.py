@@ -3,12 +3,15 @@ relative to the reference model (the model before this step, adapter off), the D
 -log σ(β·[(log π(refusal) − log π_ref(refusal)) − (log π(answer) − log π_ref(answer))]),
 plus `refusal_weight` × the refusal's cross-entropy (DPO + NLL on the preferred answer, as in
 RPO): DPO alone lowers the true answer without making the refusal what the model says.
-The published code computed DPO and then overwrote it with plain refusal fine-tuning."""
+The published code computed DPO and then overwrote it with plain refusal fine-tuning.
+The refusal and the true answer go through the model in one batch (one forward pass, not two)."""
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
+from ..models.vlm import VisionLanguageModel
 from .base import StepBatches, UnlearningMethod, answer_logprobs
 
 
@@ -23,12 +26,16 @@ class PreferenceOptimisation(UnlearningMethod):
         refusal_weight: float = 1.0  # weight of the refusal's NLL beside DPO
 
     def loss(self, model, batches: StepBatches):
-        chosen_tokens = answer_logprobs(model, batches.refusal)
-        chosen = chosen_tokens.sequence
-        rejected = answer_logprobs(model, batches.forget).sequence
-        with self.reference(model) as ref:
-            chosen_ref = answer_logprobs(ref, batches.refusal).sequence
-            rejected_ref = answer_logprobs(ref, batches.forget).sequence
+        n = len(batches.forget["input_ids"])
+        both = VisionLanguageModel.concat_training_batches(batches.refusal, batches.forget)
+        tokens = answer_logprobs(model, both)
+        chosen_tokens = tokens.rows(slice(None, n))
+        chosen, rejected = chosen_tokens.sequence, tokens.rows(slice(n, None)).sequence
+        # per row: (log π_ref(refusal), log π_ref(answer))
+        reference = torch.stack(self.frozen_reference(
+            model, batches, "refusal and forget sequences", batches.forget_rows,
+            lambda ref: answer_logprobs(ref, both).sequence.view(2, n).T))
+        chosen_ref, rejected_ref = reference[:, 0], reference[:, 1]
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)
         dpo = -F.logsigmoid(self.args.beta * margin).mean()
         refusal_nll = chosen_tokens.mean_nll
