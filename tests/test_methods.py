@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from mlu_training.adapters import AdapterTraining, train_adapter
@@ -169,7 +168,7 @@ def counted_forward_passes(model):
         handle.remove()
 
 
-@pytest.mark.parametrize("name, passes", [("npo", (2, 1)), ("kl", (3, 2)), ("po", (2, 1))])
+@pytest.mark.parametrize("name, passes", [("npo", (2, 1)), ("kl", (3, 2)), ("po", (4, 2))])
 def test_the_cached_reference_is_the_recomputed_one_without_its_forward_pass(setup, name, passes):
     """The second step draws the same rows in another order (so padded at other places): the
     reference comes from the cache, row by row, with the numbers of recomputing it."""
@@ -188,25 +187,6 @@ def test_the_cached_reference_is_the_recomputed_one_without_its_forward_pass(set
     assert cached == pytest.approx(recomputed, rel=1e-5, abs=1e-6)
     assert tuple(counted) == passes  # the reference's pass only in the first step
     assert len(cache) == 4
-
-
-def test_po_passes_both_answers_at_once_with_the_loss_of_two_passes(setup):
-    vlm, batches = setup
-    perturb_adapter(vlm.model)
-    b = batches()
-    assert b.refusal["input_ids"].shape[1] != b.forget["input_ids"].shape[1]  # padded to one length together
-    with torch.no_grad():
-        chosen_tokens = answer_logprobs(vlm.model, b.refusal)
-        rejected = answer_logprobs(vlm.model, b.forget).sequence
-        with vlm.model.disable_adapter():
-            chosen_ref, rejected_ref = (answer_logprobs(vlm.model, x).sequence for x in (b.refusal, b.forget))
-        margin = (chosen_tokens.sequence - chosen_ref) - (rejected - rejected_ref)
-        two_passes = -F.logsigmoid(0.1 * margin).mean() + 0.5 * chosen_tokens.mean_nll
-        with counted_forward_passes(vlm.model) as n:
-            loss, parts = get_method("po", {"beta": 0.1, "refusal_weight": 0.5}).loss(vlm.model, b)
-    assert n[0] == 2  # the current model and the reference: both answers in each
-    assert loss.item() == pytest.approx(two_passes.item(), rel=1e-5)
-    assert parts["margin"] == pytest.approx(margin.mean().item(), rel=1e-4, abs=1e-6) and abs(parts["margin"]) > 1e-3
 
 
 @pytest.mark.parametrize("name", ["npo", "kl", "po"])

@@ -21,7 +21,10 @@ class ReferenceCache:
     The reference does not change while an adapter trains (it is the model with this adapter off,
     or the frozen original), so a row's reference values are computed the first step the row is
     drawn and reused afterwards, instead of one or two more forward passes every step. Keyed by
-    (what, row): `what` names the batch and the value ("forget sequence", "retain distribution")."""
+    (what, row): `what` names the batch and the value ("forget sequence", "retain distribution").
+    KL's values are a distribution over the vocabulary per retain answer token: with a large
+    vocabulary (LLaVA's 32k: 128 KB a token in float32) and many retain rows that adds up, and
+    train_adapter(cache_reference=False) trades it back for the passes."""
 
     def __init__(self):
         self._values: dict[tuple[str, int], torch.Tensor] = {}
@@ -64,10 +67,6 @@ class TokenLogProbs:
     def mean_nll(self) -> torch.Tensor:
         """Cross-entropy averaged over every answer token of the batch."""
         return -self.token.sum() / self.mask.sum().clamp(min=1)
-
-    def rows(self, index: slice) -> "TokenLogProbs":
-        """Some rows of the batch (e.g. one of two batches passed together, concat_training_batches)."""
-        return TokenLogProbs(self.token[index], self.mask[index], self.logits[index])
 
     def answer_distributions(self) -> list[torch.Tensor]:
         """Per row, log p over the vocabulary at each answer token: [answer tokens, vocab]. Row by

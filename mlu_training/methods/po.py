@@ -4,14 +4,15 @@ relative to the reference model (the model before this step, adapter off), the D
 plus `refusal_weight` × the refusal's cross-entropy (DPO + NLL on the preferred answer, as in
 RPO): DPO alone lowers the true answer without making the refusal what the model says.
 The published code computed DPO and then overwrote it with plain refusal fine-tuning.
-The refusal and the true answer go through the model in one batch (one forward pass, not two)."""
+The refusal and the true answer go through the model in two passes, not one batch of both: padded
+to one length they are 78 % real tokens against 94 % apart, and on CPU one pass of both cost 1.2x
+the two (bench/unlearning.py, mini, one thread)."""
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..models.vlm import VisionLanguageModel
 from .base import StepBatches, UnlearningMethod, answer_logprobs
 
 
@@ -26,15 +27,13 @@ class PreferenceOptimisation(UnlearningMethod):
         refusal_weight: float = 1.0  # weight of the refusal's NLL beside DPO
 
     def loss(self, model, batches: StepBatches):
-        n = len(batches.forget["input_ids"])
-        both = VisionLanguageModel.concat_training_batches(batches.refusal, batches.forget)
-        tokens = answer_logprobs(model, both)
-        chosen_tokens = tokens.rows(slice(None, n))
-        chosen, rejected = chosen_tokens.sequence, tokens.rows(slice(n, None)).sequence
+        chosen_tokens = answer_logprobs(model, batches.refusal)
+        chosen = chosen_tokens.sequence
+        rejected = answer_logprobs(model, batches.forget).sequence
         # per row: (log π_ref(refusal), log π_ref(answer))
         reference = torch.stack(self.frozen_reference(
             model, batches, "refusal and forget sequences", batches.forget_rows,
-            lambda ref: answer_logprobs(ref, both).sequence.view(2, n).T))
+            lambda ref: torch.stack([answer_logprobs(ref, b).sequence for b in (batches.refusal, batches.forget)], -1)))
         chosen_ref, rejected_ref = reference[:, 0], reference[:, 1]
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)
         dpo = -F.logsigmoid(self.args.beta * margin).mean()

@@ -153,29 +153,6 @@ class VisionLanguageModel:
         batch.update(input_ids=input_ids, attention_mask=attention, labels=labels)
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    @staticmethod
-    def concat_training_batches(*batches: dict) -> dict:
-        """Training batches as one, rows one after the other (one forward pass for both of PO's
-        answers): what is laid out per token (as training_batch lays it) is right-padded to the
-        longest, labels with IGNORE_INDEX and the rest with 0 (masked out, and after every real
-        token: a causal model's real tokens see none of it); the rest (pixel values, image sizes)
-        is concatenated as it is."""
-        length = max(b["input_ids"].shape[1] for b in batches)
-        joined = {}
-        for key, first in batches[0].items():
-            values = [b[key] for b in batches]
-            if not torch.is_tensor(first):
-                if any(v != first for v in values):
-                    raise ValueError(f"training batches differ in {key!r}: {values}")
-                joined[key] = first
-                continue
-            if all(v.dim() >= 2 and v.shape[:2] == b["input_ids"].shape for v, b in zip(values, batches)):
-                fill = IGNORE_INDEX if key == "labels" else 0
-                values = [torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, length - v.shape[1]), value=fill)
-                          for v in values]
-            joined[key] = torch.cat(values)
-        return joined
-
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
