@@ -26,19 +26,26 @@ class AdapterTraining:
     lora_alpha: int = 32
     targets: str = "language"  # language | projector | vision_tower | vision | both
     seed: int = 0
+    length_grouped: bool = True  # batches of rows of similar length (batching.py): less padding, same seed same model
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: AdapterTraining, seed: int, load_image):
+def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: AdapterTraining, seed: int, load_image,
+                  cache_reference: bool = True):
     """A fresh adapter on `vlm.model`, trained on the task's forget rows (and retain rows, for
     methods that use them) with their images; returns (the peft model, the loss of each step).
-    `vlm.model` is the peft model afterwards, in eval mode."""
+    `vlm.model` is the peft model afterwards, in eval mode.
+
+    The reference of KL, NPO and PO is frozen while the adapter trains, so what it says about a row
+    is computed the first time the row is drawn and kept (`ReferenceCache`); `cache_reference=False`
+    recomputes it every step (the same numbers, up to float rounding: for benches and tests)."""
     import torch
 
+    from .batching import BatchStream, token_lengths
     from .lora import attach_lora, param_groups
-    from .methods.base import StepBatches
+    from .methods.base import ReferenceCache, StepBatches
 
     rows = train_items[train_items["task"] == task]
     forget = rows[rows["role"] == FORGET].reset_index(drop=True)
@@ -48,29 +55,32 @@ def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: Ada
     model = attach_lora(vlm.model, config.targets, config.lora_rank, config.lora_alpha, seed)
     optimizer = torch.optim.AdamW(param_groups(model, {"language": config.lr, "projector": config.projector_lr,
                                                        "vision_tower": config.vision_lr}), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    queues: dict[str, list[int]] = {"forget": [], "retain": []}
+    generator = torch.Generator().manual_seed(seed)  # one generator, drawn forget then retain: one seed for both
 
-    def draw(name: str, n_rows: int) -> list[int]:  # a seeded permutation, epoch after epoch
-        if len(queues[name]) < config.batch_size:
-            queues[name] += torch.randperm(n_rows, generator=generator).tolist()
-        take, queues[name] = queues[name][: config.batch_size], queues[name][config.batch_size:]
-        return take
+    def stream(frame: pd.DataFrame) -> BatchStream:
+        # The refusal batch has the forget batch's prompts: forget rows are grouped by their true answers.
+        lengths = token_lengths(vlm.tokenizer, frame["question"], frame["answer"]) if config.length_grouped else None
+        return BatchStream(len(frame), config.batch_size, generator, lengths)
 
     def batch(frame: pd.DataFrame, idx: list[int], answers: list[str] | None = None) -> dict:
         part = frame.iloc[idx]
         return vlm.training_batch([load_image(p) for p in part["image"]], part["question"].tolist(),
                                   answers or part["answer"].tolist())
 
+    forget_batches = stream(forget)
+    retain_batches = stream(retain) if method.uses_retain else None
+    cache = ReferenceCache() if cache_reference else None
     losses = []
     vlm.model = model
     model.train()
     for _ in range(config.steps):
-        idx = draw("forget", len(forget))
+        idx = next(forget_batches)
+        retain_idx = next(retain_batches) if retain_batches is not None else None
         batches = StepBatches(
             forget=batch(forget, idx),
-            retain=batch(retain, draw("retain", len(retain))) if method.uses_retain else None,
+            retain=batch(retain, retain_idx) if retain_idx is not None else None,
             refusal=batch(forget, idx, [REFUSAL_ANSWER] * len(idx)) if method.uses_refusal else None,
+            forget_rows=idx, retain_rows=retain_idx, reference_cache=cache,
         )
         loss, _ = method.loss(model, batches)
         loss.backward()

@@ -43,6 +43,21 @@ def test_unlearning_bench_accounts_for_the_time(finished_run):
     assert measured["seconds_per_step"] > 0
 
 
+def test_unlearning_bench_compares_batches_and_the_reference_side_by_side(finished_run):
+    out = run_bench("unlearning.py", finished_run, "--no-sequence")
+    measured = json.loads(out.strip().splitlines()[-1])
+    training = measured["training"]
+    assert set(training) == {"ga", "npo", "kl", "po"} and "seconds_per_step" not in measured, out
+    assert set(training["ga"]["seconds_per_step"]) == {"plain", "grouped"}  # no reference: nothing to cache
+    for method in ("npo", "kl", "po"):  # the cached reference gives the losses of recomputing it
+        assert set(training[method]["seconds_per_step"]) == {"plain", "grouped", "grouped+cached"}
+        assert training[method]["same_losses"] is True, out
+    for method, sides in training.items():  # a smoke run's few rows say nothing of padding: only that it is counted
+        assert all(0 < share <= 1 for share in sides["real_tokens"].values()) and sides["speed_up"] > 0, (method, sides)
+    assert out.count("same losses") == 3 and "DIFFER" not in out, out
+    assert measured["po_passes"]["same_loss"] is True and "po, one step's loss" in out, out
+
+
 def test_judge_bench_makes_no_call_on_a_cached_rerun(finished_run):
     out = run_bench("judge.py", finished_run)
     assert re.search(r"ours: .* 12 calls, 0 failed", out), out

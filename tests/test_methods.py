@@ -2,14 +2,17 @@
 direction one gradient step moves it, and that it looks at the image."""
 
 import math
+from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
+from mlu_training.adapters import AdapterTraining, train_adapter
 from mlu_training.lora import attach_lora, param_groups, target_regex
 from mlu_training.methods import METHODS, get_method, method_class
-from mlu_training.methods.base import StepBatches, UnlearningMethod, answer_logprobs
+from mlu_training.methods.base import ReferenceCache, StepBatches, UnlearningMethod, answer_logprobs
 from mlu_training.models.vlm import VisionLanguageModel
 from mlu_training.texts import REFUSAL_ANSWER
 
@@ -24,12 +27,14 @@ def setup(tiny_base, tiny_world):
     retain = rows[(rows["role"] == "retain") & (rows["task"] == "A")].head(4)
     load = tiny_world["load_image"]
 
-    def batches(images=None):
-        f_images = images or [load(p) for p in forget["image"]]
+    def batches(images=None, rows=(0, 1, 2, 3)):
+        """The step's batches of these rows (of forget and of retain), in this order."""
+        f, r = forget.iloc[list(rows)], retain.iloc[list(rows)]
+        f_images = images or [load(p) for p in f["image"]]
         return StepBatches(
-            forget=vlm.training_batch(f_images, forget["question"].tolist(), forget["answer"].tolist()),
-            retain=vlm.training_batch([load(p) for p in retain["image"]], retain["question"].tolist(), retain["answer"].tolist()),
-            refusal=vlm.training_batch(f_images, forget["question"].tolist(), [REFUSAL_ANSWER] * len(forget)),
+            forget=vlm.training_batch(f_images, f["question"].tolist(), f["answer"].tolist()),
+            retain=vlm.training_batch([load(p) for p in r["image"]], r["question"].tolist(), r["answer"].tolist()),
+            refusal=vlm.training_batch(f_images, f["question"].tolist(), [REFUSAL_ANSWER] * len(f)),
         )
 
     return vlm, batches
@@ -149,6 +154,58 @@ def test_po_is_dpo_plus_the_refusal_nll(setup):
     _, parts = method.loss(vlm.model, b)
     assert parts["margin"] > 0  # the refusal gained on the true answer, against the reference
     assert nll(vlm.model, b.refusal) < refusal_nll
+
+
+@contextmanager
+def counted_forward_passes(model):
+    """The number of forward passes of the language model, as they happen (a hook, nothing replaced)."""
+    language_model = next(m for n, m in model.named_modules() if n.endswith("language_model"))
+    passes = [0]
+    handle = language_model.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
+    try:
+        yield passes
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("name, passes", [("npo", (2, 1)), ("kl", (3, 2)), ("po", (4, 2))])
+def test_the_cached_reference_is_the_recomputed_one_without_its_forward_pass(setup, name, passes):
+    """The second step draws the same rows in another order (so padded at other places): the
+    reference comes from the cache, row by row, with the numbers of recomputing it."""
+    vlm, batches = setup
+    perturb_adapter(vlm.model)  # the current model and the reference differ
+    method = get_method(name)
+    cache, orders = ReferenceCache(), [(0, 1, 2, 3), (3, 1, 0, 2)]
+    with torch.no_grad():
+        recomputed = [method.loss(vlm.model, batches(rows=rows))[0].item() for rows in orders]
+        cached, counted = [], []
+        for rows in orders:
+            with counted_forward_passes(vlm.model) as n:
+                step = replace(batches(rows=rows), forget_rows=rows, retain_rows=rows, reference_cache=cache)
+                cached.append(method.loss(vlm.model, step)[0].item())
+            counted.append(n[0])
+    assert cached == pytest.approx(recomputed, rel=1e-5, abs=1e-6)
+    assert tuple(counted) == passes  # the reference's pass only in the first step
+    assert len(cache) == 4
+
+
+@pytest.mark.parametrize("name", ["npo", "kl", "po"])
+def test_training_with_the_cached_reference_repeats_itself_and_recomputing(tiny_base, tiny_world, name):
+    """Whole adapter trainings, length-grouped batches drawn over more than one epoch (rows come
+    back): the same seed gives the same losses; recomputing the reference gives them too."""
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    config = AdapterTraining(steps=8, batch_size=4, lr=1e-2)
+    assert (train[(train["task"] == "A")]["role"].value_counts() < config.steps * config.batch_size).all()
+
+    def losses(cache_reference: bool) -> list[float]:
+        vlm = VisionLanguageModel.load(tiny_base.path)
+        return train_adapter(vlm, get_method(name), train, "A", config, 0, tiny_world["load_image"],
+                             cache_reference=cache_reference)[1]
+
+    cached = losses(True)
+    assert losses(True) == cached
+    assert losses(False) == pytest.approx(cached, rel=1e-4, abs=1e-5)
+    assert len(set(cached)) > 1
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -1,17 +1,43 @@
 """What every unlearning method shares: the batches it gets, answer-only log-probabilities, and
-the frozen reference model (the model before this step: the backbone with the adapter off)."""
+the frozen reference model (the model before this step: the backbone with the adapter off), with
+what it says about each training row kept for the rest of the adapter's training."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..models.vlm import IGNORE_INDEX
+
+
+class ReferenceCache:
+    """What the frozen reference said about each training row, kept for one adapter's training.
+
+    The reference does not change while an adapter trains (it is the model with this adapter off,
+    or the frozen original), so a row's reference values are computed the first step the row is
+    drawn and reused afterwards, instead of one or two more forward passes every step. Keyed by
+    (what, row): `what` names the batch and the value ("forget sequence", "retain distribution").
+    KL's values are a distribution over the vocabulary per retain answer token: with a large
+    vocabulary (LLaVA's 32k: 128 KB a token in float32) and many retain rows that adds up, and
+    train_adapter(cache_reference=False) trades it back for the passes."""
+
+    def __init__(self):
+        self._values: dict[tuple[str, int], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def rows(self, what: str, rows: Sequence[int], compute: Callable[[], Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+        """The values of `rows`; `compute()` (one tensor per row, the batch's) runs when any is missing."""
+        keys = [(what, int(r)) for r in rows]
+        if not all(k in self._values for k in keys):
+            self._values.update(zip(keys, compute()))
+        return [self._values[k] for k in keys]
 
 
 @dataclass
@@ -21,6 +47,9 @@ class StepBatches:
     forget: dict  # forget prompts with their true answers
     retain: dict | None = None  # retain prompts with their true answers (methods with uses_retain)
     refusal: dict | None = None  # forget prompts with the refusal answer (methods with uses_refusal)
+    forget_rows: Sequence[int] | None = None  # the task's forget rows in `forget` (and `refusal`: the same prompts)
+    retain_rows: Sequence[int] | None = None  # the task's retain rows in `retain`
+    reference_cache: ReferenceCache | None = None  # None (or rows unknown): the reference runs every step
 
 
 @dataclass
@@ -39,6 +68,12 @@ class TokenLogProbs:
         """Cross-entropy averaged over every answer token of the batch."""
         return -self.token.sum() / self.mask.sum().clamp(min=1)
 
+    def answer_distributions(self) -> list[torch.Tensor]:
+        """Per row, log p over the vocabulary at each answer token: [answer tokens, vocab]. Row by
+        row, so that rows padded differently in another batch line up (masked_kl)."""
+        logp = torch.log_softmax(self.logits, -1)
+        return [row[mask.bool()] for row, mask in zip(logp, self.mask)]
+
 
 def answer_logprobs(model, batch: dict) -> TokenLogProbs:
     """log p(label) of the answer tokens only (prompt, image and padding tokens are masked)."""
@@ -52,12 +87,15 @@ def answer_logprobs(model, batch: dict) -> TokenLogProbs:
 
 
 
-def masked_kl(reference: TokenLogProbs, current: TokenLogProbs) -> torch.Tensor:
-    """KL(reference ‖ current) per answer token, averaged over answer tokens only."""
-    ref_logp = torch.log_softmax(reference.logits, -1)
-    cur_logp = torch.log_softmax(current.logits, -1)
+def masked_kl(reference: Sequence[torch.Tensor], current: TokenLogProbs) -> torch.Tensor:
+    """KL(reference ‖ current) per answer token, averaged over answer tokens only; `reference` is
+    the reference's answer_distributions() of the same rows, in the same order."""
+    cur_logp = torch.log_softmax(current.logits, -1)[current.mask.bool()]  # row by row, as answer_distributions
+    ref_logp = torch.cat(list(reference))
+    if ref_logp.shape != cur_logp.shape:
+        raise ValueError(f"reference and current answers differ: {tuple(ref_logp.shape)} vs {tuple(cur_logp.shape)}")
     per_token = F.kl_div(cur_logp, ref_logp, log_target=True, reduction="none").sum(-1)
-    return (per_token * current.mask).sum() / current.mask.sum().clamp(min=1)
+    return per_token.sum() / max(len(per_token), 1)
 
 
 @dataclass(frozen=True)
@@ -91,6 +129,18 @@ class UnlearningMethod(ABC):
         else:
             with torch.no_grad(), model.disable_adapter():
                 yield model
+
+    def frozen_reference(self, model, batches: StepBatches, what: str, rows: Sequence[int] | None,
+                         compute: Callable[[Any], Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+        """The reference's values for each of `rows`: `compute(reference model)` gives one tensor per
+        row of the batch; taken from the step's ReferenceCache when it has every row."""
+        def run() -> list[torch.Tensor]:
+            with self.reference(model) as ref:
+                return [value.detach() for value in compute(ref)]
+
+        if batches.reference_cache is None or rows is None:
+            return run()
+        return batches.reference_cache.rows(what, rows, run)
 
     @classmethod
     def make_args(cls, overrides: dict | None = None):

@@ -18,7 +18,7 @@ class KLMinimisation(UnlearningMethod):
     def loss(self, model, batches: StepBatches):
         forget_nll = answer_logprobs(model, batches.forget).mean_nll
         current = answer_logprobs(model, batches.retain)
-        with self.reference(model) as ref:
-            reference = answer_logprobs(ref, batches.retain)
+        reference = self.frozen_reference(model, batches, "retain distribution", batches.retain_rows,
+                                          lambda ref: answer_logprobs(ref, batches.retain).answer_distributions())
         kl = masked_kl(reference, current)
         return -forget_nll + self.args.retain_weight * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}

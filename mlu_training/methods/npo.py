@@ -3,6 +3,7 @@ answers; like GA at first, but it slows down once an answer is unlikely (no runa
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from .base import StepBatches, UnlearningMethod, answer_logprobs
@@ -18,8 +19,8 @@ class NegativePreferenceOptimisation(UnlearningMethod):
 
     def loss(self, model, batches: StepBatches):
         current = answer_logprobs(model, batches.forget).sequence
-        with self.reference(model) as ref:
-            reference = answer_logprobs(ref, batches.forget).sequence
+        reference = torch.stack(self.frozen_reference(model, batches, "forget sequence", batches.forget_rows,
+                                                      lambda ref: answer_logprobs(ref, batches.forget).sequence))
         log_ratio = current - reference
         loss = -(2.0 / self.args.beta) * F.logsigmoid(-self.args.beta * log_ratio).mean()
         return loss, {"log_ratio": log_ratio.mean().item()}

@@ -3,10 +3,14 @@ relative to the reference model (the model before this step, adapter off), the D
 -log σ(β·[(log π(refusal) − log π_ref(refusal)) − (log π(answer) − log π_ref(answer))]),
 plus `refusal_weight` × the refusal's cross-entropy (DPO + NLL on the preferred answer, as in
 RPO): DPO alone lowers the true answer without making the refusal what the model says.
-The published code computed DPO and then overwrote it with plain refusal fine-tuning."""
+The published code computed DPO and then overwrote it with plain refusal fine-tuning.
+The refusal and the true answer go through the model in two passes, not one batch of both: padded
+to one length they are 78 % real tokens against 94 % apart, and on CPU one pass of both cost 1.2x
+the two (bench/unlearning.py, mini, one thread)."""
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from .base import StepBatches, UnlearningMethod, answer_logprobs
@@ -26,9 +30,11 @@ class PreferenceOptimisation(UnlearningMethod):
         chosen_tokens = answer_logprobs(model, batches.refusal)
         chosen = chosen_tokens.sequence
         rejected = answer_logprobs(model, batches.forget).sequence
-        with self.reference(model) as ref:
-            chosen_ref = answer_logprobs(ref, batches.refusal).sequence
-            rejected_ref = answer_logprobs(ref, batches.forget).sequence
+        # per row: (log π_ref(refusal), log π_ref(answer))
+        reference = torch.stack(self.frozen_reference(
+            model, batches, "refusal and forget sequences", batches.forget_rows,
+            lambda ref: torch.stack([answer_logprobs(ref, b).sequence for b in (batches.refusal, batches.forget)], -1)))
+        chosen_ref, rejected_ref = reference[:, 0], reference[:, 1]
         margin = (chosen - chosen_ref) - (rejected - rejected_ref)
         dpo = -F.logsigmoid(self.args.beta * margin).mean()
         refusal_nll = chosen_tokens.mean_nll

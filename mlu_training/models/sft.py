@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..batching import BatchStream, token_lengths
 from .vlm import VisionLanguageModel, seed_everything
 
 
@@ -20,6 +21,7 @@ class SFTConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     seed: int = 0
+    length_grouped: bool = True  # batches of rows of similar length (batching.py): less padding, same seed same model
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -29,7 +31,8 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
               answers: Sequence[str], config: SFTConfig, progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Full fine-tuning on (image, question, answer) triples; returns the loss of every step.
 
-    Batches are drawn by a seeded permutation per epoch, so the same seed gives the same model.
+    Batches come from a seeded `BatchStream` (grouped by length unless the config says not), so the
+    same seed gives the same model.
     """
     seed_everything(config.seed)
     model = vlm.model
@@ -43,13 +46,10 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    generator = torch.Generator().manual_seed(config.seed)
-    order: list[int] = []
+    lengths = token_lengths(vlm.tokenizer, questions, answers) if config.length_grouped else None
+    batches = BatchStream(len(questions), config.batch_size, torch.Generator().manual_seed(config.seed), lengths)
     losses = []
-    for step in range(config.steps):
-        if len(order) < config.batch_size:
-            order += torch.randperm(len(questions), generator=generator).tolist()
-        idx, order = order[: config.batch_size], order[config.batch_size:]
+    for step, idx in zip(range(config.steps), batches):
         batch = vlm.training_batch([images[i] for i in idx], [questions[i] for i in idx], [answers[i] for i in idx])
         loss = model(**batch).loss
         loss.backward()
