@@ -69,6 +69,8 @@ def test_grouped_and_mixed_batches_match_each_sample_alone_without_copies(tiny_b
     mixed = mixture.generate(images, questions, routes, mode="mixed", max_new_tokens=24)
     alone = [mixture.generate([im], [q], [r], max_new_tokens=24)[0] for im, q, r in zip(images, questions, routes)]
     assert grouped == mixed == alone
+    # Rows refilled as others end (4 at a time), each with its own adapter.
+    assert mixture.generate(images, questions, routes, mode="mixed", batch_size=4, max_new_tokens=24) == alone
     assert len(set(grouped)) > 2
     with pytest.raises(KeyError, match="no expert loaded"):
         mixture.generate(images[:1], questions[:1], ["Z"])
