@@ -2,7 +2,10 @@
 - routed evaluation (every expert loaded beside one base model; grouped by route, or one mixed
   batch) vs the base model alone, batched: throughput ratio;
 - vs the reference code's way: a deep copy of the whole model per adapter, one sample at a time;
-- the extra memory each expert costs, over the size of its adapter file.
+- the extra memory each expert costs, over the size of its adapter file;
+- the LUMoE sequence (one request after another, every item evaluated after each) with its
+  answers generated once per (model state, route, item, decoding settings) vs generated again
+  at every step: generations, time, and whether every evaluation is the same.
 Routes are the oracle's (the router is not what is timed here). Needs `make run` first.
 Usage: .venv/bin/python bench/lumoe.py [--reference-items 48] [--data-dir D] [--smoke]"""
 
@@ -19,12 +22,16 @@ from generation import reference_generate
 
 from mlu_training.benchmark import TASKS
 from mlu_training.evaluation import image_loader
+from mlu_training.judge.local import LocalJudge
+from mlu_training.lumoe.answers import AnswerCache
 from mlu_training.lumoe.mixture import ExpertMixture
 from mlu_training.lumoe.registry import registered_experts
+from mlu_training.lumoe.sequence import LumoeConfig, run_lumoe_sequence
 from mlu_training.mlflow_store import MlflowStore
 from mlu_training.threads import use_threads
 from mlu_training.paths import default_tracking_uri
 from mlu_training.router import Registry
+from mlu_training.router.oracle import OracleRouter
 
 
 def rss() -> int:
@@ -86,6 +93,17 @@ def main(argv: list[str] | None = None) -> None:
                  for im, q, r in zip(images[:n], questions[:n], routes[:n])]
     reference_per_item = (time.perf_counter() - t) / n
 
+    # The sequence, answers cached vs generated at every step (the judge is the offline one).
+    sequence = {}
+    for cached in (False, True):
+        answers = AnswerCache(enabled=cached)
+        t = time.perf_counter()
+        result, _ = run_lumoe_sequence(base.path, {task: (e.adapter, e.entities) for task, e in experts.items()}, {},
+                                       items, load, LocalJudge(), lambda vlm, registry: OracleRouter(registry),
+                                       LumoeConfig(tasks=tuple(experts), router="oracle", max_new_tokens=args.max_new_tokens),
+                                       answers=answers)
+        sequence[cached] = (time.perf_counter() - t, answers.generated, result.evaluations)
+
     same = sum(a == b for a, b in zip(reference, timings["grouped_answers"][:n]))
     per_item = {k: timings[k] / len(items) for k in ("base", "grouped", "mixed")}
     print(f"{len(items)} items, {len(experts)} experts, {sum(r is not None for r in routes)} routed to an expert")
@@ -100,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{sum(file_bytes) / len(file_bytes) / 1e6:.2f} MB adapter file "
           f"(ratio {sum(lora_bytes) / sum(file_bytes):.2f}); process memory +{rss_per_expert / 1e6:.1f} MB per expert "
           f"(ratio {rss_per_expert * len(experts) / sum(file_bytes):.2f}), vs +{copy_rss / 1e6:.1f} MB per deep copy")
+    (plain_s, plain_n, plain), (cached_s, cached_n, cached) = sequence[False], sequence[True]
+    print(f"sequence of {len(experts)} requests over {len(items)} items: generated at every step {plain_n} answers in "
+          f"{plain_s:.2f} s; cached {cached_n} ({100 * (1 - cached_n / plain_n):.0f} % saved) in {cached_s:.2f} s "
+          f"= {plain_s / cached_s:.2f}x; same evaluations: {plain.equals(cached)}")
 
 
 if __name__ == "__main__":

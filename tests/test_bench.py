@@ -30,6 +30,16 @@ def test_generation_bench_gives_the_reference_tokens(finished_run):
     ours, reference = (float(re.search(rf"{side}.*?([\d.]+) s ", out).group(1)) for side in ("ours", "reference"))
     speed_up = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))  # the ratio of the two times it printed
     assert (reference - 0.005) / (ours + 0.005) - 0.05 <= speed_up <= (reference + 0.005) / max(ours - 0.005, 1e-9) + 0.05
+    # The previous decoding loop (cache grown by concatenation) gives the same tokens (counted in
+    # `identical outputs`), its ratio is that of the times printed, and the decoding rate is a
+    # share of a matmul rate measured in the same run.
+    previous = float(re.search(r"previous loop .*?([\d.]+) s ", out).group(1))
+    over = float(re.search(r"over the previous loop: ([\d.]+)x", out).group(1))
+    assert (previous - 0.005) / (ours + 0.005) - 0.005 <= over <= (previous + 0.005) / max(ours - 0.005, 1e-9) + 0.005
+    shares = re.findall(r"decoding GFLOP/s, (ours|previous): ([\d.]+) = (\d+) % .* \(([\d.]+) GFLOP/s\)", out)
+    assert [side for side, *_ in shares] == ["ours", "previous"], out
+    for _, achieved, share, rate in shares:
+        assert float(rate) > 0 and abs(100 * float(achieved) / float(rate) - int(share)) <= 1 + 100 * 0.05 / float(rate)
 
 
 def test_unlearning_bench_accounts_for_the_time(finished_run):
@@ -68,6 +78,9 @@ def test_lumoe_bench_serves_the_reference_answers(finished_run):
     out = run_bench("lumoe.py", finished_run)
     assert re.search(r"8 items, 2 experts", out), out
     assert re.search(r"same answers 4/4", out), out  # grouped routing = a deep copy per adapter
+    plain, cached = map(int, re.search(r"at every step (\d+) answers .* cached (\d+) ", out).groups())
+    assert plain == 2 * 8 and cached < plain, out  # 8 items after each of 2 requests; an answer is given once
+    assert "same evaluations: True" in out, out
 
 
 def test_under_load_bench_compares_both_wait_policies(finished_run):

@@ -69,9 +69,67 @@ def test_grouped_and_mixed_batches_match_each_sample_alone_without_copies(tiny_b
     mixed = mixture.generate(images, questions, routes, mode="mixed", max_new_tokens=24)
     alone = [mixture.generate([im], [q], [r], max_new_tokens=24)[0] for im, q, r in zip(images, questions, routes)]
     assert grouped == mixed == alone
+    # Rows refilled as others end (4 at a time), each with its own adapter.
+    assert mixture.generate(images, questions, routes, mode="mixed", batch_size=4, max_new_tokens=24) == alone
     assert len(set(grouped)) > 2
     with pytest.raises(KeyError, match="no expert loaded"):
         mixture.generate(images[:1], questions[:1], ["Z"])
+
+
+def _oracle_sequence(base_path, adapters, items, tiny_world, answers):
+    from mlu_training.judge.local import LocalJudge
+    from mlu_training.lumoe.sequence import LumoeConfig, run_lumoe_sequence
+
+    forget = items[items["role"] == "forget"]
+    experts = {t: (str(path), sorted(forget.loc[forget["task"] == t, "entity_id"].unique())) for t, path in adapters.items()}
+    result, _ = run_lumoe_sequence(str(base_path), experts, {}, items, tiny_world["load_image"], LocalJudge(),
+                                   lambda vlm, registry: OracleRouter(registry),
+                                   LumoeConfig(tasks=tuple(adapters), router="oracle", max_new_tokens=24), answers=answers)
+    return result.evaluations
+
+
+def test_answers_are_generated_once_per_model_state_route_and_item(tiny_base, experts, items, tiny_world):
+    from mlu_training.lumoe.answers import AnswerCache
+
+    sample = items.groupby(["task", "role"]).head(6).reset_index(drop=True)
+    adapters = {t: e.path for t, e in experts.items()}
+    uncached, cached = AnswerCache(enabled=False), AnswerCache()
+    without = _oracle_sequence(tiny_base.path, adapters, sample, tiny_world, uncached)
+    with_cache = _oracle_sequence(tiny_base.path, adapters, sample, tiny_world, cached)
+    pd.testing.assert_frame_equal(with_cache, without)  # the same answers, scores and routes
+    assert len(set(without["response"])) > 2
+    n, forget_b = len(sample), int(((sample["task"] == "B") & (sample["role"] == "forget")).sum())
+    assert uncached.generated == 2 * n  # every item at each of the two steps
+    # Step A: all n. Step B: only B's forget items, now routed to B's expert instead of the base model.
+    assert (cached.generated, cached.reused) == (n + forget_b, n - forget_b)
+
+    # Another adapter under the same route (an expert retrained) answers afresh, never from the cache.
+    swapped = {"A": experts["B"].path, "B": experts["A"].path}
+    again = _oracle_sequence(tiny_base.path, swapped, sample, tiny_world, cached)
+    pd.testing.assert_frame_equal(again, _oracle_sequence(tiny_base.path, swapped, sample, tiny_world, AnswerCache(False)))
+    forget = int((sample["role"] == "forget").sum())
+    # Reused: the retain items (the same base model, the same items, at both steps) and B's forget
+    # items at step A (the base model); decoded: A's forget items at both steps (swapped adapter A,
+    # then the cache), B's forget items at step B.
+    assert cached.generated - (n + forget_b) == forget
+
+
+def test_another_base_model_never_reuses_an_answer(tiny_base, tmp_path, items, tiny_world):
+    import shutil
+
+    from mlu_training.lumoe.answers import AnswerCache
+
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_base.path, other)
+    (other / "generation_config.json").write_text((other / "generation_config.json").read_text() + "\n")
+    sample = items.head(4)
+    images, questions = [tiny_world["load_image"](p) for p in sample["image"]], sample["question"].tolist()
+    inputs, cache = list(zip(sample["image"], questions)), AnswerCache()
+    for path in (tiny_base.path, other, tiny_base.path):
+        cache.generate(ExpertMixture(str(path)), images, questions, [None] * 4, inputs, max_new_tokens=8)
+    assert (cache.generated, cache.reused) == (8, 4)  # a byte changed is another model; the first one again is not
+    cache.generate(ExpertMixture(str(other)), images, questions, [None] * 4, inputs, max_new_tokens=9)
+    assert cache.generated == 12  # other decoding settings: decoded again
 
 
 def test_local_router_sends_forgotten_entities_to_their_expert_and_the_rest_to_the_base(tiny_base, experts, items, tiny_world):

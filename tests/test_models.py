@@ -80,6 +80,34 @@ def test_batched_generation_matches_one_at_a_time(vlm, eval_items, tiny_world):
     assert batched == hf
 
 
+def test_refilled_rows_and_waves_give_the_tokens_of_batches_decoded_alone(vlm, eval_items, tiny_world, monkeypatch):
+    """Rows freed by finished answers take the next items; a wave ends when its cache could not
+    hold another answer. Whatever the waves, the tokens are those of each batch decoded on its own
+    (WAVE_ANSWERS = 1: a wave's cache holds one answer after its prompts, so no row is refilled)."""
+    from mlu_training.models import vlm as vlm_module
+
+    load = tiny_world["load_image"]
+    items = eval_items.head(24)
+    images, questions = [load(p) for p in items["image"]], items["question"].tolist()
+    forward, passes = vlm.model.forward, []
+
+    def counted(*args, **kwargs):
+        rows, width = kwargs["input_ids"].shape
+        passes[-1]["rows decoded" if width == 1 else "prompt passes"] += rows if width == 1 else 1
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(vlm.model, "forward", counted)
+    answers = {}
+    for wave in (1, 2, 4):
+        monkeypatch.setattr(vlm_module, "WAVE_ANSWERS", wave)
+        passes.append({"rows decoded": 0, "prompt passes": 0})
+        answers[wave] = vlm.generate(images, questions, batch_size=4, max_new_tokens=40)
+    assert answers[1] == answers[2] == answers[4]
+    assert len(set(answers[4])) > 3
+    assert passes[0]["rows decoded"] == passes[1]["rows decoded"] == passes[2]["rows decoded"]  # no work added
+    assert passes[0]["prompt passes"] < passes[2]["prompt passes"]  # rows were refilled, a few items at a time
+
+
 def test_same_seed_same_model(tiny_world):
     texts = tiny_world["splits"]["answer"].tolist()[:50]
     a, b = build_tiny_llava(texts, seed=3), build_tiny_llava(texts, seed=3)

@@ -3,8 +3,11 @@ Never a copy of the model per expert (the published code deep-copied it N+1 time
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
+
+from .answers import folder_digest
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -14,7 +17,10 @@ class ExpertMixture:
         from ..models.vlm import VisionLanguageModel
 
         self.vlm = VisionLanguageModel.load(base_model_path)
+        self.base_model_path = str(base_model_path)
         self.experts: dict[str, str] = {}
+        self._adapter_digests: dict[str, str] = {}  # taken as each adapter is loaded
+        self._base_digest: str | None = None
 
     def add_expert(self, name: str, adapter_path: str | Path) -> None:
         from peft import PeftModel
@@ -27,6 +33,16 @@ class ExpertMixture:
             self.vlm.model.load_adapter(str(adapter_path), adapter_name=name)
         self.vlm.model.eval()
         self.experts[name] = str(adapter_path)
+        self._adapter_digests[name] = folder_digest(adapter_path)
+
+    def state_key(self, route: str | None) -> str:
+        """What answers the items of `route` (None: the base model), by content: the digest of
+        the base checkpoint's files, with that of the route's adapter files as they were loaded."""
+        if self._base_digest is None:  # the first time it is asked: only the answer cache needs it
+            self._base_digest = folder_digest(self.base_model_path)
+        if route is None:
+            return self._base_digest
+        return hashlib.sha256(f"{self._base_digest} {self._adapter_digests[route]}".encode()).hexdigest()
 
     def generate(self, images: Sequence, questions: Sequence[str], routes: Sequence[str | None],
                  mode: str = "grouped", **options) -> list[str]:

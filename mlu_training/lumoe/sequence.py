@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..benchmark import TASKS
 from ..evaluation import score_answers
+from .answers import AnswerCache
 from ..router.base import Registry, router_quality
 from ..sequences import SequenceResult, format_order, xuy_metric
 
@@ -47,10 +48,13 @@ def request_order(experts: dict) -> list[str]:
 
 def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
                        eval_items: pd.DataFrame, load_image, judge, make_router: Callable[[object, Registry], object],
-                       config: LumoeConfig, on_step: Callable[[int, str, str], None] | None = None):
+                       config: LumoeConfig, on_step: Callable[[int, str, str], None] | None = None,
+                       answers: AnswerCache | None = None):
     """experts: task -> (adapter path, forget entity ids); returns the SequenceResult (with the
     route of every item) and the router quality after each step. make_router(vlm, registry) is
-    called once; after each request the router is refreshed with the new registry."""
+    called once; after each request the router is refreshed with the new registry. An item sent
+    where it went at an earlier step keeps its answer (`answers`, a fresh AnswerCache by default,
+    counts what was generated)."""
     from ..lumoe.mixture import ExpertMixture
 
     missing = [t for t in config.tasks if t not in experts]
@@ -60,6 +64,8 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     if items.empty:  # the base model knows none of the items: nothing to route, answer or unlearn
         return _nothing_known(items, judge, config), [_no_routes(task) for task in config.tasks]
     mixture = ExpertMixture(base_model_path)
+    answers = AnswerCache() if answers is None else answers
+    inputs = list(zip(items["image"], items["question"]))  # what each answer depends on, besides model and route
     images = [load_image(p) for p in items["image"]]
     frames, quality = [], []
     router = None
@@ -76,8 +82,9 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
             routes = router.route(images, items["question"].tolist(), items["entity_id"].tolist())
         if on_step:
             on_step(index, task, "evaluate")
-        responses = mixture.generate(images, items["question"].tolist(), [r.task for r in routes], mode=config.mode,
-                                     batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens)
+        responses = answers.generate(mixture, images, items["question"].tolist(), [r.task for r in routes], inputs,
+                                     mode=config.mode, batch_size=config.eval_batch_size,
+                                     max_new_tokens=config.max_new_tokens)
         frame = score_answers(items, responses, judge)
         truth = [registry.task_of(e) for e in items["entity_id"]]
         frame["route"], frame["true_route"] = [r.task for r in routes], truth

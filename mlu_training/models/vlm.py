@@ -7,6 +7,7 @@ batches mask everything but the answer. Nothing here reaches a hub: `local_files
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,56 +154,204 @@ class VisionLanguageModel:
     def generate(self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
                  max_new_tokens: int = 64, adapter_names: Sequence[str] | None = None, **generate_kwargs) -> list[str]:
         """Greedy answers, batched with left padding; items are grouped by prompt length so that
-        little padding is computed, and returned in the order given. `adapter_names` (a peft
-        model with several adapters) names the adapter of each item, "__base__" for none: one
+        little padding is computed, and returned in the order given (for the lean-greedy families,
+        a row whose answer has ended is taken by the next item: `_greedy`). `adapter_names` (a
+        peft model with several adapters) names the adapter of each item, "__base__" for none: one
         mixed batch serves them all."""
         if not len(questions):  # transformers 5 decodes an empty batch as [""]: one answer too many
             return []
         order = sorted(range(len(questions)), key=lambda i: (len(questions[i]), i))
         self.model.eval()
-        lean = lean_greedy(self.model) and not generate_kwargs
-        tokens: dict[int, list[int]] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
-            batch = self._encode_prompts([images[i] for i in idx], [questions[i] for i in idx], "left").to(self.device)
-            names = [adapter_names[i] for i in idx] if adapter_names is not None else None
-            if lean:
-                tokens.update(zip(idx, self._greedy(batch, max_new_tokens, names)))
-            else:
-                extra = {"adapter_names": names} if names is not None else {}
+        if lean_greedy(self.model) and not generate_kwargs:
+            tokens = self._greedy(images, questions, order, batch_size, max_new_tokens, adapter_names)
+        else:
+            tokens: dict[int, list[int]] = {}
+            for start in range(0, len(order), batch_size):
+                idx = order[start: start + batch_size]
+                batch = self._encode_prompts([images[i] for i in idx], [questions[i] for i in idx], "left").to(self.device)
+                extra = {"adapter_names": [adapter_names[i] for i in idx]} if adapter_names is not None else {}
                 out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                           pad_token_id=self.tokenizer.pad_token_id, **extra, **generate_kwargs)
                 tokens.update(zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()))
         texts = self.tokenizer.batch_decode([tokens[i] for i in range(len(questions))], skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def _greedy(self, batch, max_new_tokens: int, adapter_names: list[str] | None = None) -> list[list[int]]:
-        """Greedy decoding that drops each row from the batch (and its KV cache) once it has
-        ended, instead of computing padding until the longest answer is done. Same tokens as
-        transformers' greedy generate: positions count real tokens only, as there."""
+    def _greedy(self, images, questions, order: list[int], batch_size: int, max_new_tokens: int,
+                adapter_names: Sequence[str] | None = None) -> dict[int, list[int]]:
+        """Greedy decoding of the items in `order`, `batch_size` rows at a time, each row leaving
+        the batch (and its KV cache) as soon as it has ended and the next items taking the free
+        rows, so the batch stays full until the items run out (a batch decoded alone ran on with
+        fewer and fewer rows, each step costing nearly as much). Same tokens as transformers'
+        greedy generate: positions count real tokens only, as there, and a row attends to its own
+        prompt and answer only. The KV cache and the attention mask are allocated once per wave
+        (see `Decoding`) and written in place (growing them by concatenation copied them whole at
+        every step)."""
+        queue, tokens = list(order), {i: [] for i in order}
         eos = self.tokenizer.eos_token_id
-        mask = batch["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
-        out = self.model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
-        cache, last = out.past_key_values, positions[:, -1]
-        rows = torch.arange(mask.shape[0], device=mask.device)
-        tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
-        for step in range(max_new_tokens):
-            chosen = out.logits[:, -1].argmax(-1)
-            for row, token in zip(rows.tolist(), chosen.tolist()):
-                tokens[row].append(token)
-            running = chosen != eos
-            if step == max_new_tokens - 1 or not running.any():
-                break
-            if not running.all():
-                keep = running.nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                rows, mask, last, chosen = rows[keep], mask[keep], last[keep], chosen[keep]
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            last = last + 1
-            if adapter_names is not None:
-                extra = {"adapter_names": [adapter_names[r] for r in rows.tolist()]}
-            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last[:, None],
-                             past_key_values=cache, use_cache=True, **extra)
+        decoding = None
+        while queue or (decoding is not None and decoding.items):
+            free = batch_size - (len(decoding.items) if decoding is not None else 0)
+            if queue and (decoding is None or not decoding.items or (decoding.open and free >= max(1, batch_size // 4))):
+                group = queue[:free]
+                batch = self._encode_prompts([images[i] for i in group], [questions[i] for i in group], "left")
+                batch = batch.to(self.device)
+                prompt = batch["input_ids"].shape[1]
+                if decoding is None or not decoding.items:  # a new wave
+                    decoding = Decoding(batch_size, prompt + WAVE_ANSWERS * max_new_tokens, prompt)
+                decoding.open = decoding.admits(prompt, max_new_tokens)  # else it decodes what it has, then a new wave
+                if decoding.open:
+                    del queue[: len(group)]
+                    names = [adapter_names[i] for i in group] if adapter_names is not None else None
+                    extra = {"adapter_names": names} if names is not None else {}
+                    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                    cache = preallocated_cache(prompt)
+                    out = self.model(**batch, position_ids=positions, past_key_values=cache, use_cache=True,
+                                     logits_to_keep=1, **extra)
+                    chosen = out.logits[:, -1].argmax(-1)
+                    for item, token in zip(group, chosen.tolist()):
+                        tokens[item].append(token)
+                    going = [r for r, item in enumerate(group) if tokens[item][-1] != eos
+                             and len(tokens[item]) < max_new_tokens]
+                    if going:
+                        decoding.admit([group[r] for r in going], cache, going, batch["attention_mask"],
+                                       positions[:, -1], chosen)
+                    continue  # more may be admitted at once (a new wave whose first items all ended)
+            if decoding is None or not decoding.items:
+                continue
+            extra = {"adapter_names": [adapter_names[i] for i in decoding.items]} if adapter_names is not None else {}
+            chosen = decoding.step(self.model, extra)
+            for item, token in zip(decoding.items, chosen.tolist()):
+                tokens[item].append(token)
+            decoding.keep([r for r, item in enumerate(decoding.items) if tokens[item][-1] != eos
+                           and len(tokens[item]) < max_new_tokens])
         return tokens
+
+
+WAVE_ANSWERS = 4  # a wave's KV cache holds its first prompts and this many longest answers after them
+
+
+class Decoding:
+    """The rows being decoded: a KV cache of `capacity` positions written in place, shared by all
+    rows, and a mask saying which positions each row attends to. Rows are the first
+    `len(items)`; a row's prompt sits just before the next position written, left-padded, so an
+    item admitted later sees only its own prompt and answer. A wave ends when its positions could
+    no longer hold a new answer (or a new prompt is longer than the positions written): the next
+    starts from position 0."""
+
+    def __init__(self, rows: int, capacity: int, prompt: int):
+        self.capacity, self.length = capacity, prompt  # positions written so far (all rows alike)
+        self.items: list[int] = []
+        self.attend = torch.ones((rows, 1, 1, capacity), dtype=torch.bool)  # [rows, 1, query, keys], True: attend
+        self.cache = preallocated_cache(capacity, rows)
+        self.last = self.chosen = None
+        self.open = True  # admitting items
+
+    def admits(self, prompt: int, max_new_tokens: int) -> bool:
+        return prompt <= self.length and self.length + max_new_tokens <= self.capacity
+
+    def admit(self, items: list[int], cache, rows: list[int], mask, last, chosen) -> None:
+        """The `rows` of a prompt's forward pass join (`cache` holding their prompt, `mask` its
+        padding, `last` their last position, `chosen` their first token)."""
+        start, end, prompt = len(self.items), len(self.items) + len(items), mask.shape[1]
+        index = torch.tensor(rows, dtype=torch.long, device=mask.device)
+        self.attend = self.attend.to(mask.device)
+        self.cache.append_rows(cache, index, self.length - prompt)
+        self.attend[start:end, 0, 0, : self.length - prompt] = False
+        self.attend[start:end, 0, 0, self.length - prompt: self.length] = mask[index].bool()
+        self.attend[start:end, 0, 0, self.length:] = True
+        self.items += items
+        last, chosen = last[index], chosen[index]
+        self.last = last if self.last is None else torch.cat([self.last, last])
+        self.chosen = chosen if self.chosen is None else torch.cat([self.chosen, chosen])
+
+    def step(self, model, extra: dict):
+        rows = len(self.items)
+        self.last = self.last + 1
+        out = model(input_ids=self.chosen[:, None], attention_mask=self.attend[:rows, :, :, : self.length + 1],
+                    position_ids=self.last[:, None], past_key_values=self.cache, use_cache=True, **extra)
+        self.length += 1
+        self.chosen = out.logits[:, -1].argmax(-1)
+        return self.chosen
+
+    def keep(self, rows: list[int]) -> None:
+        """Only `rows` go on (moved to the front, in place)."""
+        if len(rows) == len(self.items):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.attend.device)
+        self.cache.batch_select_indices(index)
+        self.attend[: len(rows)] = self.attend[index]
+        self.items = [self.items[r] for r in rows]
+        self.last, self.chosen = self.last[index], self.chosen[index]
+
+
+def preallocated_cache(capacity: int, rows: int | None = None):
+    """A KV cache whose layers hold `capacity` positions (and `rows` rows, default: the first
+    forward pass's) from their first write: each forward pass writes its keys and values in place,
+    at the same positions for every row, and attention reads the written part only. Rows can leave
+    (`batch_select_indices`) and join (`append_rows`)."""
+    return _preallocated_cache_class()(capacity, rows)
+
+
+@functools.cache
+def _preallocated_cache_class():
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, capacity: int, max_rows: int | None):
+            super().__init__()
+            self.capacity, self.max_rows, self.rows, self.length = capacity, max_rows, 0, 0
+
+        def allocate(self, like_keys, like_values, rows: int) -> None:
+            self.dtype, self.device = like_keys.dtype, like_keys.device
+            self.buffers = [like.new_empty((rows, like.shape[1], self.capacity, like.shape[-1]))
+                            for like in (like_keys, like_values)]
+            self.is_initialized = True
+
+        def lazy_initialization(self, key_states, value_states):
+            self.allocate(key_states, value_states, self.max_rows or key_states.shape[0])
+            self.rows = key_states.shape[0]
+
+        def _views(self):
+            self.keys, self.values = (buffer[: self.rows, :, : self.length] for buffer in self.buffers)
+            return self.keys, self.values
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            for buffer, state in zip(self.buffers, (key_states, value_states)):
+                buffer[: self.rows, :, self.length: end] = state
+            self.length = end
+            return self._views()
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def batch_select_indices(self, indices):
+            for buffer in self.buffers:  # the kept rows move to the front, in place
+                buffer[: len(indices), :, : self.length] = buffer[indices, :, : self.length]
+            self.rows = len(indices)
+            self._views()
+
+        def append_rows(self, other: "PreallocatedLayer", indices, at: int) -> None:
+            if not self.is_initialized:
+                self.allocate(*other.buffers, self.max_rows)
+            end = self.rows + len(indices)
+            for mine, theirs in zip(self.buffers, other.buffers):
+                mine[self.rows: end, :, at: at + other.length] = theirs[indices, :, : other.length]
+            self.rows, self.length = end, at + other.length
+            self._views()
+
+    class PreallocatedCache(Cache):
+        def __init__(self, capacity: int, rows: int | None):
+            super().__init__(layer_class_to_replicate=lambda: PreallocatedLayer(capacity, rows))
+            self.capacity, self.max_rows = capacity, rows
+
+        def append_rows(self, other: "PreallocatedCache", indices, at: int) -> None:
+            """Rows `indices` of `other` (a prompt's cache) join, their positions placed at `at`."""
+            while len(self.layers) < len(other.layers):
+                self.layers.append(PreallocatedLayer(self.capacity, self.max_rows))
+            for mine, theirs in zip(self.layers, other.layers):
+                mine.append_rows(theirs, indices, at)
+
+    return PreallocatedCache
