@@ -10,7 +10,7 @@ from mlu_training.sequences import SequenceSummary
 
 from ..models.assets import ON_NEW_INPUTS
 from ..partitions import model_partitions
-from ..resources import BenchmarkSettings, JudgeSettings, MLflowTracking, RouterSettings
+from ..resources import BenchmarkSettings, ComputeSettings, JudgeSettings, MLflowTracking, RouterSettings
 from ..settings import config_from_dataclass
 from . import GROUP
 
@@ -24,7 +24,7 @@ RouterAuditConfig = config_from_dataclass(
 def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, lumoe_sequence: SequenceSummary,
                  knowledge_filter, benchmark_splits, raw_crawls, entity_catalog, validated_qa_pairs, base_model: BaseModelRef,
                  benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
-                 mlflow: MLflowTracking) -> dg.Output[AuditSummary]:
+                 mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[AuditSummary]:
     """With every request's expert registered: where the router sends each evaluation item (a
     confusion matrix), how many retain items and never-seen entities get an expert or a refusal
     (over_refusal/retain, over_refusal/unseen), and per evasion probe (crop, rotation, blur,
@@ -35,7 +35,6 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import request_order
     from mlu_training.models.declining import declines_for
-    from mlu_training.models.vlm import torch_threads
     from mlu_training.robustness.router_audit import (audit_key, audit_metrics, audit_tags, confusion, load_audit,
                                                       log_audit, run_router_audit, save_audit)
 
@@ -54,7 +53,7 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
     table = load_audit(work_dir)
     reused = table is not None
     if table is None:
-        torch_threads()
+        compute.use_threads(shares_machine=False)  # one per base model, after LUMoE's sequence
         load = image_loader(raw_crawls)
         train = benchmark_splits[benchmark_splits["split"] == "train"]
         classes = dict(zip(entity_catalog["entity_id"], entity_catalog["class_name"]))
