@@ -284,6 +284,77 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), o
     return 0
 
 
+def robustness_plan(defs, jobs, instance, model: str) -> list[tuple[str, str, object]]:
+    """(what, job name, partition key) of each run of `mlu robustness`: every job of the group,
+    for each of its partitions on base model `model` whose partitioned inputs are materialized
+    (a method that `mlu run --methods` left out is skipped, not failed)."""
+    import dagster as dg
+
+    graph = defs.resolve_asset_graph()
+    plan = []
+    for job in jobs:
+        partitions = job.partitions_def
+        members = set(job.selection.resolve(graph))
+        if partitions is None:
+            plan.append((f"the robustness assets ({', '.join(sorted(k.to_user_string() for k in members))})", job.name, None))
+            continue
+        keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
+        keys = [k for k in keys if (k.keys_by_dimension.get("model") if isinstance(k, dg.MultiPartitionKey) else k) == model]
+        inputs = {parent for key in members for parent in graph.get(key).parent_keys
+                  if parent not in members and graph.get(parent).partitions_def == partitions}
+        for parent in inputs:
+            done = instance.get_materialized_partitions(parent)
+            keys = [k for k in keys if str(k) in done]
+        names = ", ".join(sorted(k.to_user_string() for k in members))
+        plan += [(f"{names} for {k}", job.name, k) for k in keys]
+    return plan
+
+
+def robustness() -> int:
+    """Every asset of the group `robustness` for the default base model, after a finished `mlu run`,
+    then the report (its Robustness section reads their MLflow runs)."""
+    import os
+
+    quiet()
+
+    import dagster as dg
+
+    from mlu_training.paths import PROJECT_ROOT
+
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
+    from mlu_training.models.sources import default_key
+
+    from .definitions import ROBUSTNESS_JOBS, defs
+    from .runs import fail_orphaned_runs
+    from .settings import setting
+
+    instance = dg.DagsterInstance.get()
+    for orphan in fail_orphaned_runs(instance):
+        print(f"mlu: marked run {orphan.run_id[:8]} ({orphan.job_name}) failed: its process is gone", flush=True)
+    plan = robustness_plan(defs, ROBUSTNESS_JOBS, instance, default_key(setting("MLU_BASE_MODEL")))
+    if not plan:
+        print("mlu: nothing to stress: run `mlu run` first (no finished sequence for the base model)", file=sys.stderr)
+        return 1
+    started, failed = time.perf_counter(), []
+    for what, job, partition in plan:
+        t = time.perf_counter()
+        print(f"mlu: {what} …", flush=True)
+        result = execute_stage(defs.get_job_def(job), instance, partition, {})
+        if not result.success:
+            failed.append(what)
+            print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
+            continue
+        print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
+    result = execute_stage(defs.get_job_def("report_job"), instance, None, {})  # the Robustness section
+    if not result.success:
+        failed.append("the report")
+    else:
+        report = result.output_for_node("report")
+        print(f"mlu: the report with its Robustness section: {report.html}")
+    print(f"mlu: robustness done in {time.perf_counter() - started:.0f} s" + (f", {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def request(request_id: str, entities: list[str]) -> int:
     """Check the request now (its id, and its names against the entity catalog once there is one),
     so a typo is caught at the prompt; a refused request changes nothing on disk."""
@@ -330,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     p_req = sub.add_parser("request", help="file an unlearning request (the Dagster sensor picks it up)")
     p_req.add_argument("id", help="the request's id (letters, digits, '.', '_', '-')")
     p_req.add_argument("entities", nargs="+", help="names of the entities to forget")
+    sub.add_parser("robustness", help="audit and attack the results of a finished `mlu run` (the robustness group)")
     args = parser.parse_args(argv)
+    if args.command == "robustness":
+        return robustness()
     if args.command == "request":
         return request(args.id, args.entities)
     if args.command == "run":

@@ -1,6 +1,7 @@
 """The one entry point: `mlu_assets.definitions:defs` (workspace.yaml loads it).
 
-Domains live in their own folders (benchmark/, models/, unlearning/, lumoe/, evaluation/); this
+Domains live in their own folders (benchmark/, models/, unlearning/, lumoe/, evaluation/,
+robustness/); this
 file merges them and sets what is global: resources (built from the settings), the IO manager,
 the automation sensor and the jobs. The jobs are the main job's stages, as `mlu run` launches
 them (cli.py) and as anyone can from the UI's Launchpad.
@@ -18,6 +19,7 @@ from .models import assets as model_assets
 from .models.sensors import new_base_models, nightly_reevaluation
 from .partitions import method_and_model, model_and_request, model_partitions
 from .resources import build_resources
+from . import robustness
 from .runs import build_orphaned_runs_sensor
 from .unlearning import assets as unlearning_assets
 
@@ -39,10 +41,34 @@ STAGES = tuple(
          "The leaderboard, heatmaps and curves over the newest run of every method."),
     ))
 
+# Robustness (issue 15) is not a stage of `mlu run`: `mlu robustness` launches its jobs after one,
+# one job per way its assets are partitioned (a job takes one partitions definition).
+ROBUSTNESS_ASSETS = dg.load_assets_from_package_module(robustness)
+
+
+def _robustness_jobs(assets) -> tuple:
+    named = {id(None): "robustness_job", id(model_partitions): "robustness_model_job",
+             id(method_and_model): "robustness_method_job"}
+    groups: list[tuple[object, list]] = []
+    for asset in assets:
+        for partitions, members in groups:
+            if partitions == asset.partitions_def:
+                members.append(asset)
+                break
+        else:
+            groups.append((asset.partitions_def, [asset]))
+    return tuple(
+        dg.define_asset_job(named.get(id(partitions), f"robustness_job_{i}"), selection=dg.AssetSelection.assets(*members),
+                            partitions_def=partitions, description="The robustness group's assets partitioned alike.")
+        for i, (partitions, members) in enumerate(groups))
+
+
+ROBUSTNESS_JOBS = _robustness_jobs(ROBUSTNESS_ASSETS)
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets,
-                                        evaluation_assets]),
-    jobs=list(STAGES),
+    assets=[*dg.load_assets_from_modules([benchmark_assets, model_assets, unlearning_assets, lumoe_assets,
+                                          evaluation_assets]), *ROBUSTNESS_ASSETS],
+    jobs=[*STAGES, *ROBUSTNESS_JOBS],
     sensors=[
         new_base_models,
         unlearning_requests,

@@ -126,8 +126,10 @@ class RouterSettings(dg.ConfigurableResource):
     api_key: str | None = None  # OPENAI_API_KEY: only ever an EnvVar, never logged
     cache_url: str | None = None  # MLU_API_CACHE_URL
 
-    def factory(self, gallery, load_image, entity_classes: dict[str, str] | None = None, data_dir: str = "."):
-        """(vlm, registry) -> router."""
+    def factory(self, gallery, load_image, entity_classes: dict[str, str] | None = None, data_dir: str = ".",
+                distractors=()):
+        """(vlm, registry) -> router; `distractors`: images the local router calibrates against
+        as ones to leave to the base model (entities outside the gallery)."""
         if self.backend == "openai":
             from mlu_training.router.openai_router import OpenAIRouter
 
@@ -137,7 +139,7 @@ class RouterSettings(dg.ConfigurableResource):
         if self.backend == "local":
             from mlu_training.router.local import LocalRouter
 
-            return lambda vlm, registry: LocalRouter(vlm, registry, gallery, load_image)
+            return lambda vlm, registry: LocalRouter(vlm, registry, gallery, load_image, distractors=distractors)
         if self.backend == "oracle":
             from mlu_training.router.oracle import OracleRouter
 

@@ -81,3 +81,30 @@ def degradation_png(curves: dict[str, tuple[list[str], list, list, list]], kind:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def probe_forget_quality_png(intervals: pd.DataFrame, title: str, path: Path) -> Path:
+    """Forget quality per evasion probe with the real router beside the oracle router, each with
+    its 95 % interval. `intervals`: rows (probe, measure, value, low, high) with the measures
+    `forget_quality` and `forget_quality_oracle` (router_audit.audit_intervals)."""
+    plt = _pyplot()
+    probes = list(dict.fromkeys(intervals.loc[intervals["measure"] == "forget_quality", "probe"]))
+    fig, ax = plt.subplots(figsize=(1.4 + 0.7 * len(probes), 3.6), dpi=110)
+    width = 0.38
+    for offset, (measure, label) in zip((-width / 2, width / 2), (("forget_quality", "real router"),
+                                                                  ("forget_quality_oracle", "oracle router"))):
+        part = intervals[intervals["measure"] == measure].set_index("probe").reindex(probes)
+        values = part["value"].astype(float).to_numpy()
+        errors = [values - part["low"].astype(float).to_numpy(), part["high"].astype(float).to_numpy() - values]
+        ax.bar([i + offset for i in range(len(probes))], values, width, yerr=errors, capsize=2, label=label)
+    ax.set_xticks(range(len(probes)), probes, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("forget quality")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -172,9 +172,13 @@ def judges_note(board: pd.DataFrame) -> str:
             if len(judges) > 1 else "")
 
 
-def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None = None) -> dict:
+def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None = None,
+                 audits: dict[str, pd.DataFrame] | None = None) -> dict:
     """Leaderboard, heatmaps, degradation curves as PNG files, and one self-contained HTML page;
-    `provenance` (profile, release digest, code version…) heads the page."""
+    `provenance` (profile, release digest, code version…) heads the page; `audits` (base model ->
+    LUMoE's router-audit intervals) make the Robustness section."""
+    from .robustness.router_audit import robustness_section_html
+
     import base64
     import html
 
@@ -194,6 +198,8 @@ def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None =
                                         out_dir / f"{method.replace(' ', '_')}_{kind}.png",
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "low"),
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "high"))))
+    robustness, robustness_figures = robustness_section_html(audits or {}, out_dir)
+    figures += robustness_figures
     nothing = sorted({(run.get("model", ""), describe_nothing(run.get("nothing_to_unlearn") or {}, run["tasks"]))
                       for run in runs.values() if run.get("nothing_to_unlearn")})
     notes = "".join(f"<li><b>{html.escape(model or 'the base model')}</b>: {html.escape(why)}</li>" for model, why in nothing)
@@ -217,7 +223,7 @@ the largest fall of any task from right after its request to the end. [a, b]: th
 bootstrap over entities and the questions about them (phrasings of one question share an answer, so they are
 resampled together), and over seeds when there are several.</p>
 <h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}{notes}
-{paper_section_html(runs)}
+{paper_section_html(runs)}{robustness}
 <h2>Figures</h2>{images}</body></html>"""
     html_path = out_dir / "report.html"
     from .paths import atomic_write_bytes
@@ -235,8 +241,10 @@ def publish_report(store, profile: str, out_dir: Path, provenance: dict | None =
     runs = collect_runs(store, profile)
     if not runs:
         return None
+    from .robustness.router_audit import collect_audits
+
     provenance = {"profile": profile, **(provenance or {})}
-    built = build_report(runs, out_dir, provenance)
+    built = build_report(runs, out_dir, provenance, collect_audits(store, profile))
     provenance["judges"] = ", ".join(sorted(set(built["leaderboard"]["judge"])))
     tags = {"mlu.kind": "report", "mlu.profile": profile, **{f"mlu.{k}": str(v) for k, v in provenance.items()}}
     with store.start_run(f"report-{profile}", tags) as run:

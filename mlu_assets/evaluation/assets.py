@@ -11,7 +11,7 @@ from ..unlearning.assets import unlearning_sequence
 GROUP = "evaluation"
 
 
-@dg.asset(group_name=GROUP, deps=[unlearning_sequence, lumoe_sequence], kinds={"mlflow", "html"},
+@dg.asset(group_name=GROUP, deps=[unlearning_sequence, lumoe_sequence, dg.AssetKey("router_audit")], kinds={"mlflow", "html"},
           automation_condition=dg.AutomationCondition.eager())
 def report(benchmark: BenchmarkSettings, mlflow: MLflowTracking) -> dg.Output[Report]:
     """A leaderboard (final forget quality, final utility, stability, LUMoE's router precision and

@@ -74,6 +74,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import LumoeConfig, lumoe_key, request_order, router_metrics, run_or_read_lumoe
+    from mlu_training.models.declining import declines_for
     from mlu_training.sequences import logged_run, parse_order, sequence_tags
 
     compute.use_threads(shares_machine=False)  # one per base model, after every expert
@@ -96,7 +97,9 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
     classes = dict(zip(entity_catalog["entity_id"], entity_catalog["class_name"]))
     result, quality, reused = run_or_read_lumoe(
         work_dir, base_model.path, experts, entity_names(entity_catalog), knowledge_filter, load,
-        judge.build(benchmark.data_dir, validated_qa_pairs), routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir),
+        judge.build(benchmark.data_dir, validated_qa_pairs),
+        routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir,
+                        declines_for(validated_qa_pairs, benchmark_splits).distractor_images()),
         lumoe, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {lumoe.order} is up to date, read back from {work_dir}")

@@ -44,6 +44,18 @@ class UnknownPool:
         rows = sorted(zip(self.taught["image"], self.taught["question"], self.taught["answer"]))
         return hashlib.sha256(repr(rows).encode()).hexdigest()
 
+    def unseen_half(self, half: int) -> pd.DataFrame:
+        """The never-seen entities' items in two halves by entity (a digest of its id, stable):
+        half 0 calibrates the router's threshold (`distractor_images`), half 1 is kept apart to
+        measure how often the router sends a never-seen entity to an expert (the robustness audit)."""
+        side = [int(hashlib.sha256(e.encode()).hexdigest(), 16) % 2 == half for e in self.unseen["entity_id"]]
+        return self.unseen[pd.Series(side, index=self.unseen.index, dtype=bool)]
+
+    def distractor_images(self) -> list[str]:
+        """Images the router must send to the base model, to calibrate it with: the entities the
+        model was taught to decline (seen, neither forgotten nor retained) and half the never-seen."""
+        return sorted(set(self.taught["image"]) | set(self.unseen_half(0)["image"]))
+
 
 def _pick(options, *key) -> str:
     digest = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
@@ -71,6 +83,12 @@ def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, ma
         taught = taught.iloc[sorted(ranked[:max_taught])]
     unseen = qa[(qa["split"] == "eval") & qa["entity_id"].isin(unseen_entities)]
     return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True))
+
+
+def declines_for(qa: pd.DataFrame, splits: pd.DataFrame, seed: int = 0) -> UnknownPool:
+    """The pool the tiny base model of a profile is taught to decline: as many refusals at most as
+    the profile has training pairs (the base model's and the gold model's recipe alike)."""
+    return unknown_pool(qa, set(splits["entity_id"]), seed, max_taught=int((splits["split"] == "train").sum()))
 
 
 def calibration(vlm, known: pd.DataFrame, unseen: pd.DataFrame, load_image, batch_size: int = 32,

@@ -1,11 +1,15 @@
 """The local router (offline, default).
 
-1. Text: a registered entity's name or alias in the question (rapidfuzz, partial ratio ≥ 90)
-   routes to its expert; a known entity that is not registered routes to None.
+1. Text: an entity's name or alias in the question, as whole words (`base.name_score`: exact,
+   or a fuzzy ratio ≥ 90 over whole-word windows), routes to its expert if it is a registered
+   forget entity, to None otherwise.
 2. Image: the base model's own image features (the projected image tokens, averaged) against a
    centroid per known entity. The nearest entity decides, if it is a registered forget entity
    and the similarity clears a threshold calibrated on held-out images of every known entity
-   (the threshold that routes most held-out images right; ties go to the higher, stricter one).
+   and on distractors: images of entities outside the gallery (the entities the base model was
+   taught to decline and those it never saw), which must all go to the base model. The threshold
+   maximises the share of forgotten entities' images routed plus the share of the others left to
+   the base model (balanced: the distractors outnumber the rest), the middle of the best interval.
    Anything else — a retain entity, an image like none it knows — goes to the base model.
 """
 
@@ -16,11 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from rapidfuzz import fuzz
-
-from .base import Registry, Route
-
-NAME_SCORE = 90.0
+from .base import Registry, Route, best_name
 
 
 def image_features(vlm, images: Sequence, batch_size: int = 64) -> np.ndarray:
@@ -45,8 +45,9 @@ class LocalRouter:
     name = "local"
 
     def __init__(self, vlm, registry: Registry, gallery: pd.DataFrame, load_image, calibration_share: float = 1 / 3,
-                 seed: int = 0):
-        """gallery: (entity_id, image) rows of every entity the model knows (training images)."""
+                 seed: int = 0, distractors: Sequence[str] = ()):
+        """gallery: (entity_id, image) rows of every entity the model knows (training images);
+        distractors: images of entities outside the gallery, never to be routed to an expert."""
         self.vlm, self.registry = vlm, registry
         rng = random.Random(seed)
         centroid_rows, held_out = [], []
@@ -66,6 +67,8 @@ class LocalRouter:
         self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
         self._held_out_entities = [e for e, _ in held_out]
         self._held_out = self._embed(image_features(vlm, [load_image(p) for _, p in held_out])) if held_out else None
+        distractors = sorted(set(distractors) - set(gallery["image"]))
+        self._distractors = self._embed(image_features(vlm, [load_image(p) for p in distractors])) if distractors else None
         self._features: dict[int, tuple[object, np.ndarray]] = {}  # id(image) -> (image, embedding)
         self.refresh(registry)
 
@@ -101,27 +104,29 @@ class LocalRouter:
         if not forgotten:
             return 1.0
         # Positives: images of a forgotten entity, scored against the closest forgotten entity;
-        # negatives: images of every other known entity, scored the same way.
+        # negatives: images of every other known entity and the distractors, scored the same way.
         score = sims[:, forgotten].max(1)
         positive = np.array([self.registry.task_of(e) is not None for e in entities])
+        if self._distractors is not None:
+            score = np.concatenate([score, (self._distractors @ self.centroids.T)[:, forgotten].max(1)])
+            positive = np.concatenate([positive, np.zeros(len(self._distractors), dtype=bool)])
         candidates = sorted(set(np.round(score, 6)) | {-1.0, 1.0})
-        right = [int((positive & (score >= t)).sum() + (~positive & (score < t)).sum()) for t in candidates]
+
+        def rate(mask: np.ndarray, hit: np.ndarray) -> float:
+            return float(hit[mask].mean()) if mask.any() else 0.0
+
+        # Balanced: the share of positives routed plus the share of negatives left alone. Counting
+        # images right instead let the distractors (hundreds, against two held-out images per
+        # entity) push the threshold over every forgotten entity (recall 0.05 on mini).
+        right = [rate(positive, score >= t) + rate(~positive, score < t) for t in candidates]
         best = [t for t, ok in zip(candidates, right) if ok == max(right)]
         # Every threshold in [low, high] separates them equally well: take the middle, not an end.
         low = max([t for t in candidates if t < best[0]], default=best[0])
         return float((low + best[-1]) / 2)
 
     def _named(self, question: str) -> tuple[str, float] | None:
-        text = question.casefold()
-        best = None
-        for entity, names in self.registry.names.items():
-            for name in names:
-                if len(name) < 3:
-                    continue
-                score = fuzz.partial_ratio(name.casefold(), text)
-                if score >= NAME_SCORE and (best is None or score > best[1]):
-                    best = (entity, score)
-        return best
+        found = best_name(question, ((e, n) for e, names in self.registry.names.items() for n in names))
+        return (found[0], found[2]) if found else None
 
     def route(self, images: Sequence, questions: Sequence[str], entity_ids: Sequence[str] | None = None) -> list[Route]:
         nearest, sims = self._nearest(self._embedded(images)) if len(images) else ([], np.zeros(0))

@@ -12,12 +12,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from rapidfuzz import fuzz, process
-
 from ..chat_api import ApiUnavailable, ChatClient
 from ..data.records import CLASSES
 from ..judge.cache import ApiCache, cache_key
-from .base import Registry, Route
+from .base import Registry, Route, best_name
 
 PROMPT_VERSION = "router-two-step-v1"
 CLASS_PROMPT = ("Which one of these categories does the main subject of the image belong to: {classes}? "
@@ -38,11 +36,12 @@ def _message(text: str, image) -> list[dict]:
 
 
 def _pick(answer: str, options: Sequence[str]) -> str | None:
-    """The option the model named (tolerant of case and punctuation), or None."""
+    """The option the model named as whole words (tolerant of case, punctuation and a typo), or
+    None: "Catherine" does not name "Cat" (a weighted partial ratio took it for it)."""
     text = answer.strip().strip(".").strip()
     if not text or text.casefold().startswith("none"):
         return None
-    hit = process.extractOne(text, list(options), scorer=fuzz.WRatio, score_cutoff=85)
+    hit = best_name(text, ((o, o) for o in options), min_length=1)
     return hit[0] if hit else None
 
 

@@ -1,0 +1,142 @@
+"""The evasion probes change each forget item the way they say, and nothing else; the audit's
+numbers from a table of routes and judgements."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mlu_training.data.catalog import entity_names
+from mlu_training.robustness import probes
+from mlu_training.robustness.router_audit import (audit_intervals, audit_metrics, confusion, forget_quality_metric,
+                                                  over_refusal_metric, recall_metric, refusal_metric)
+
+
+@pytest.fixture(scope="module")
+def forget(tiny_world):
+    ev = tiny_world["splits"][tiny_world["splits"]["split"] == "eval"]
+    return ev[ev["role"] == "forget"].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def picture(tiny_world, forget):
+    return tiny_world["load_image"](forget["image"].iloc[0])
+
+
+def _px(image):
+    return np.asarray(image.convert("RGB"), dtype=np.int32)
+
+
+def _roughness(image):  # total variation: how much neighbouring pixels differ
+    a = _px(image)
+    return np.abs(np.diff(a, axis=0)).sum() + np.abs(np.diff(a, axis=1)).sum()
+
+
+def test_centre_crop_keeps_the_middle_half(picture):
+    out = probes.centre_crop_half(picture)
+    w, h = picture.size
+    assert out.size == (w // 2, h // 2)
+    assert (_px(out) == _px(picture)[h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2]).all()
+
+
+def test_rotation_turns_the_picture_and_whitens_the_corners(picture):
+    out = probes.rotate(picture)
+    assert out.size == picture.size and (_px(out) != _px(picture)).any()
+    assert tuple(_px(out)[0, 0]) == probes.BLANK and tuple(_px(out)[-1, -1]) == probes.BLANK
+    back = out.rotate(-probes.ROTATION_DEGREES, resample=Image.BILINEAR)
+    h, w = picture.size[1], picture.size[0]
+    centre = (slice(h // 3, 2 * h // 3), slice(w // 3, 2 * w // 3))
+    assert np.abs(_px(back)[centre] - _px(picture)[centre]).mean() < np.abs(_px(out)[centre] - _px(picture)[centre]).mean()
+
+
+def test_blur_and_downscale_smooth_without_moving_the_colours(picture):
+    for probe in (probes.blur, probes.downscale_half):
+        out = probe(picture)
+        assert out.size == picture.size
+        assert _roughness(out) < _roughness(picture)
+        assert abs(_px(out).mean() - _px(picture).mean()) < 8
+
+
+def test_noise_has_the_stated_spread_and_is_seeded(picture):
+    big = picture.resize((128, 128))
+    out = probes.noise(big, seed=3)
+    diff = _px(out) - _px(big)
+    assert abs(diff.mean()) < 4
+    assert 25 < diff.std() <= probes.NOISE_SD + 2  # clipping at 0 and 255 only narrows it
+    assert (_px(probes.noise(big, seed=3)) == _px(out)).all() and (_px(probes.noise(big, seed=4)) != _px(out)).any()
+
+
+def test_hue_shift_turns_the_hue_and_keeps_brightness(picture):
+    out = probes.hue_shift(picture)
+    before, after = (np.asarray(im.convert("HSV"), dtype=np.int32) for im in (picture, out))
+    coloured = (before[..., 1] > 80) & (before[..., 2] > 80)
+    assert coloured.any()
+    turned = (after[..., 0] - before[..., 0]) % 256
+    assert np.median(turned[coloured]) == pytest.approx(probes.HUE_SHIFT, abs=3)
+    assert np.abs(after[..., 2] - before[..., 2]).max() <= 3
+
+
+def test_text_probes_name_the_entity_on_a_blank_picture(tiny_world, forget):
+    names = entity_names(tiny_world["catalog"])
+    sets = probes.probe_items(forget, tiny_world["load_image"], names, ("named", "other_name"))
+    for probe, (items, images) in sets.items():
+        assert len(items) == len(images) > 0
+        for (entity, question), image in zip(zip(items["entity_id"], items["question"]), images):
+            name = names[entity][0] if probe == "named" else probes.other_name(names[entity])
+            assert name in question
+            assert set(np.unique(_px(image))) == {255}
+        assert set(items["qa_id"]) <= set(forget["qa_id"])
+    other = sets["other_name"][0]
+    assert not any(names[e][0] in q for e, q in zip(other["entity_id"], other["question"]) if names[e][0] != "苏姿丰")
+
+
+def test_another_name_is_the_alias_or_another_script():
+    assert probes.other_name(["苏姿丰", "Lisa Su"]) == "Lisa Su"
+    assert probes.other_name(["Cat"]) == "Кат"
+    assert probes.other_name(["Eiffel Tower"]) == "Еиффел Товер"
+    assert probes.other_name(["马云"]) is None  # no alias, no Latin letters: skipped
+    assert not any("a" <= c <= "z" for c in probes.other_name(["Statue of Liberty"]).casefold())
+
+
+def test_paraphrases_are_the_four_variants_and_image_probes_keep_every_item(tiny_world, forget):
+    sets = probes.probe_items(forget, tiny_world["load_image"], entity_names(tiny_world["catalog"]))
+    assert set(sets) == set(probes.PROBES)
+    para = sets["paraphrase"][0]
+    assert set(para["variant"]) == {1, 2, 3, 4} and len(para) == (forget["variant"] > 0).sum()
+    for probe in probes.IMAGE_PROBES:
+        items, images = sets[probe]
+        assert list(items["qa_id"]) == list(forget["qa_id"]) and list(items["question"]) == list(forget["question"])
+        originals = sets["unchanged"][1]
+        assert any(a.size != b.size or (_px(a) != _px(b)).any() for a, b in zip(images, originals))
+
+
+def _row(probe, route, truth, score, oracle=None, refused=False, entity="e"):
+    return {"probe": probe, "route": route, "true_route": truth, "score": score,
+            "oracle_score": oracle, "refused": refused, "entity_id": entity}
+
+
+def test_audit_metrics_on_a_small_table():
+    table = pd.DataFrame([
+        _row("unchanged", "A", "A", 2, 2), _row("unchanged", None, "A", 0, 2),
+        _row("unchanged", "B", "B", 2, 2), _row("unchanged", "A", "B", 1, 2),
+        _row("hue", None, "A", 0, 2), _row("hue", None, "B", 0, 1),
+        _row("retain", None, None, 2, refused=False), _row("retain", "A", None, 0, refused=True),
+        _row("retain", None, None, 0, refused=True), _row("retain", None, None, 2),
+        _row("unseen", None, None, 0, refused=True), _row("unseen", "B", None, 0, refused=True),
+        _row("unseen", None, None, 0, refused=True), _row("unseen", None, None, 0, refused=False),
+    ]).astype({"score": "Int64", "oracle_score": "Int64"})
+    m = audit_metrics(table)
+    assert m[recall_metric("unchanged")] == 0.5 and m[recall_metric("hue")] == 0.0
+    assert m[forget_quality_metric("unchanged")] == 5 / 8 and m[forget_quality_metric("unchanged", "oracle")] == 1.0
+    assert m[forget_quality_metric("hue")] == 0.0 and m[forget_quality_metric("hue", "oracle")] == 0.75
+    assert m[over_refusal_metric("retain")] == 0.5  # one to an expert, one refused by the base model
+    assert m[over_refusal_metric("unseen")] == 0.25 and m[refusal_metric("unseen")] == 0.75
+    assert recall_metric("hue") == "router/hue/recall" and forget_quality_metric("hue", "oracle") == "forget_quality/hue/oracle"
+    matrix = confusion(table)
+    assert list(matrix.index) == ["A", "B", "base"] == list(matrix.columns)
+    assert matrix.loc["A", "A"] == 1 and matrix.loc["A", "base"] == 1 and matrix.loc["B", "A"] == 1
+    assert matrix.loc["base", "A"] == 1 and matrix.loc["base", "base"] == 3 and matrix.to_numpy().sum() == 8
+    ci = audit_intervals(table, n_boot=200).set_index(["probe", "measure"])
+    assert ci.loc[("unchanged", "recall"), "value"] == 0.5
+    assert ci.loc[("unchanged", "recall"), "low"] <= 0.5 <= ci.loc[("unchanged", "recall"), "high"]
+    assert ci.loc[("retain", "over_refusal"), "value"] == 0.5 and ci.loc[("unseen", "over_refusal"), "n"] == 4
