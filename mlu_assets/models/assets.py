@@ -48,14 +48,13 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
 
     from mlu_training.data.splits import splits_digest
     from mlu_training.evaluation import image_loader
-    from mlu_training.models.declining import calibration, unknown_pool
+    from mlu_training.models.declining import calibration, declines_for
     from mlu_training.models.registry import provide_base_model
     from mlu_training.models.vlm import VisionLanguageModel, torch_threads
 
     profile = benchmark.get_profile()
     digest = splits_digest(benchmark_splits)
-    pool = unknown_pool(validated_qa_pairs, set(benchmark_splits["entity_id"]), config.seed,
-                        max_taught=int((benchmark_splits["split"] == "train").sum()))
+    pool = declines_for(validated_qa_pairs, benchmark_splits, config.seed)
     try:
         ref = provide_base_model(
             models.resolve(context.partition_key), mlflow.store(), digest, profile.name,

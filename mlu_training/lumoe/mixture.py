@@ -16,6 +16,13 @@ class ExpertMixture:
         self.vlm = VisionLanguageModel.load(base_model_path)
         self.experts: dict[str, str] = {}
 
+    @classmethod
+    def over(cls, vlm) -> "ExpertMixture":
+        """A mixture over a base model already in memory (an attack's changed copy of the weights)."""
+        mixture = cls.__new__(cls)
+        mixture.vlm, mixture.experts = vlm, {}
+        return mixture
+
     def add_expert(self, name: str, adapter_path: str | Path) -> None:
         from peft import PeftModel
 

@@ -73,6 +73,12 @@ def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, ma
     return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True))
 
 
+def declines_for(qa: pd.DataFrame, splits: pd.DataFrame, seed: int = 0) -> UnknownPool:
+    """The pool the tiny base model of a profile is taught to decline: as many refusals at most as
+    the profile has training pairs (the base model's and the gold model's recipe alike)."""
+    return unknown_pool(qa, set(splits["entity_id"]), seed, max_taught=int((splits["split"] == "train").sum()))
+
+
 def calibration(vlm, known: pd.DataFrame, unseen: pd.DataFrame, load_image, batch_size: int = 32,
                 max_new_tokens: int = 48) -> dict[str, float]:
     """How often the model declines: on evaluation items of entities it was taught (should be
