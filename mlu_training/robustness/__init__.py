@@ -1,0 +1,1 @@
+"""Robustness: does what a method unlearned stay unlearned under audit and attack?"""
