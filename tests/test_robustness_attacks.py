@@ -171,3 +171,29 @@ def test_gold_model_is_the_base_recipe_without_task_a_and_is_registered_once(tmp
     perturbed = perturbed_answers(items, tiny_world["qa"])
     ratios = [truth_ratios(FinalModel(str(gold.path)).load(), items, perturbed, load) for _ in range(2)]
     assert ks_forget_quality(*ratios) == 1.0
+
+
+def test_lumoe_is_attacked_as_served_and_its_bypass_is_the_base_model(tiny_world, tiny_base, finished_run, parts, judge):
+    from mlu_training.robustness.attacks import (ATTACKS, BYPASS, UNATTACKED, FinalModel, attack_metric,
+                                                 attacked_items, routes_of, run_attacks)
+    from mlu_training.router.base import Registry
+    from mlu_training.router.oracle import OracleRouter
+
+    train, evaluation = parts
+    experts = {t: str(next((finished_run["data_dir"].parent / "experts").glob(f"{t}-*"))) for t in ("A", "B")}
+    forget = evaluation[evaluation["role"] == FORGET]
+    registry = Registry({t: sorted(set(forget.loc[forget["task"] == t, "entity_id"])) for t in experts}, {})
+    routes = routes_of(OracleRouter(registry), evaluation, tiny_world["load_image"])
+    items = attacked_items(evaluation, "A")
+    assert {routes[(i, q)] for i, q in zip(items["image"], items["question"])} == {"A"}
+    lumoe = FinalModel(str(tiny_base.path), experts, routes)
+    result = run_attacks(lumoe, train, evaluation, tiny_world["load_image"], judge)
+    assert set(result.metrics) == {attack_metric(a) for a in ATTACKS}
+    answers = result.answers.set_index("attack")["response"]
+    base = FinalModel(str(tiny_base.path)).load().answer(items, tiny_world["load_image"])
+    assert answers[BYPASS].tolist() == base  # without its experts, LUMoE is the base model
+    served = lumoe.load()
+    assert answers[UNATTACKED].tolist() == served.mixture.generate(
+        [tiny_world["load_image"](p) for p in items["image"]], items["question"].tolist(), ["A"] * len(items))
+    with pytest.raises(KeyError, match="never routed"):
+        served.route_of(train.head(1).assign(question="a question no router saw"))
