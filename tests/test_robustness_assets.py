@@ -68,3 +68,25 @@ def test_attacks_asset_logs_one_run_and_reads_it_back(tmp_path, finished_run, ti
     assert meta_again["reused"].value is True and meta_again["mlflow_run_id"].value == meta["mlflow_run_id"].value
     assert again == metrics
 
+
+
+def test_gold_model_gives_a_reason_where_no_recipe_can_be_rerun(tmp_path):
+    """A checkpoint cannot be retrained without task A, nor a tiny model whose recipe is not on
+    disk: the gold model is absent with the reason (the attacks still run), never a failure."""
+    import dagster as dg
+    import pandas as pd
+
+    from mlu_assets.resources import BenchmarkSettings, MLflowTracking
+    from mlu_assets.robustness.attack_assets import GoldModelConfig, gold_model
+    from mlu_training.models.registry import BaseModelRef
+
+    splits = pd.DataFrame({"task": ["A", "A", "B"], "role": ["forget", "retain", "forget"],
+                           "entity_id": ["Cat", "Dog", "Moon"], "split": ["train"] * 3})
+    for source, path, reason in (("checkpoint", str(tmp_path), "cannot retrain it without task A"),
+                                 ("tiny", str(tmp_path), "no mlu_base_model.json")):
+        ref = BaseModelRef("m", path, source, "k" * 64, "d", 1, None, "1", "models:/mlu-base-model/1", "r", False)
+        out = gold_model(dg.build_asset_context(partition_key="m"), GoldModelConfig(), ref, splits,
+                         pd.DataFrame({"image": [], "file": []}), splits.iloc[:0], BenchmarkSettings(data_dir=str(tmp_path)),
+                         MLflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+        gold = out.value
+        assert gold.path is None and gold.withheld == ["Cat"] and reason in gold.reason, gold.reason

@@ -39,13 +39,19 @@ def gold_model(context: dg.AssetExecutionContext, config: GoldModelConfig, base_
     from mlu_training.robustness.gold import build_gold_model, register_gold, withheld_entities
 
     withheld = sorted(withheld_entities(benchmark_splits, config.task))
-    if base_model.source != "tiny":
-        reason = f"{base_model.name} is a {base_model.source} model: mlu cannot retrain it without task {config.task}"
-        context.log.info(f"no gold model: {reason}")
+
+    def none(reason: str) -> dg.Output[GoldModelRef]:  # the attacks still run, without the gold metrics
+        context.log.warning(f"no gold model: {reason}")
         return dg.Output(GoldModelRef(base_model.name, config.task, withheld, reason=reason), metadata={"reason": reason})
-    model = build_gold_model(base_model.path, base_model.key, benchmark_splits, validated_qa_pairs,
-                             image_loader(raw_crawls), base_model.data_digest, benchmark.path("models"), config.task,
-                             progress=lambda step, loss: step % 50 or context.log.info(f"gold model step {step + 1}: loss {loss:.4f}"))
+
+    if base_model.source != "tiny":
+        return none(f"{base_model.name} is a {base_model.source} model: mlu cannot retrain it without task {config.task}")
+    try:
+        model = build_gold_model(base_model.path, base_model.key, benchmark_splits, validated_qa_pairs,
+                                 image_loader(raw_crawls), base_model.data_digest, benchmark.path("models"), config.task,
+                                 progress=lambda step, loss: step % 50 or context.log.info(f"gold model step {step + 1}: loss {loss:.4f}"))
+    except ValueError as why:  # a base model made by an older recipe: rematerialize base_model first
+        return none(str(why))
     registered = register_gold(mlflow.store(), model, base_model.name, benchmark.profile, base_model.data_digest,
                                config.task)
     ref = GoldModelRef(base_model.name, config.task, withheld, str(model.path), model.key, registered.version,

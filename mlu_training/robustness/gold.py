@@ -82,7 +82,8 @@ def build_gold_model(base_model_path: str, base_model_key: str, splits: pd.DataF
     declines = next((d for d in (pool, None) if recipe_key(data_digest, tiny, sft, d.digest() if d else "") == base_model_key),
                     False)
     if declines is False:
-        raise ValueError(f"{base_model_path}: its recipe is not reproduced from these splits and QA table")
+        raise ValueError(f"{base_model_path}: its recipe is not reproduced from these splits and QA table "
+                         "(made by an older mlu? materialize base_model again)")
     return build_base_model(splits, load_image, data_digest, models_dir, tiny, sft, progress, declines=declines,
                             withheld=withheld_entities(splits, task))
 
