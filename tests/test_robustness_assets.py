@@ -69,7 +69,6 @@ def test_attacks_asset_logs_one_run_and_reads_it_back(tmp_path, finished_run, ti
     assert again == metrics
 
 
-
 def test_gold_model_gives_a_reason_where_no_recipe_can_be_rerun(tmp_path):
     """A checkpoint cannot be retrained without task A, nor a tiny model whose recipe is not on
     disk: the gold model is absent with the reason (the attacks still run), never a failure."""
