@@ -76,6 +76,11 @@ def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str
                                      sort_keys=True).encode()).hexdigest()
 
 
+def sequence_dir(data_dir: str | Path, method: str, key: str) -> Path:
+    """Where a baseline's sequence of key `key` keeps its steps (under MLU_DATA_DIR)."""
+    return Path(data_dir) / "sequences" / method / key[:16]
+
+
 def _step_dir(work_dir: Path, index: int, task: str) -> Path:
     return work_dir / f"step-{index}-{task}"
 
@@ -109,7 +114,7 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     def backbone():
         nonlocal vlm
         if vlm is None:
-            vlm = VisionLanguageModel.load(_latest_checkpoint(work_dir, config, finished) or base_model_path)
+            vlm = VisionLanguageModel.load(_latest_checkpoint(work_dir, config.order, finished) or base_model_path)
         return vlm
 
     for index in range(finished, len(config.order)):
@@ -148,13 +153,19 @@ def run_sequence(base_model_path: str, train_items: pd.DataFrame, eval_items: pd
     return load_sequence(work_dir, config, resumed_from)
 
 
-def _latest_checkpoint(work_dir: Path, config: UnlearningConfig, finished: int) -> Path | None:
+def _latest_checkpoint(work_dir: Path, order: str, finished: int) -> Path | None:
     """The newest finished step's model (None: no step changed the base model yet)."""
     for index in range(finished - 1, -1, -1):
-        model = _step_dir(work_dir, index, config.order[index]) / "model"
+        model = _step_dir(work_dir, index, order[index]) / "model"
         if model.is_dir():
             return model
     return None
+
+
+def final_model_path(work_dir: Path, order: str) -> Path | None:
+    """The model a finished sequence ends with: its newest checkpoint (None: no step changed the
+    base model, which then is the final model)."""
+    return _latest_checkpoint(Path(work_dir), order, len(order))
 
 
 def load_sequence(work_dir: Path, config: UnlearningConfig, resumed_from: int = 0) -> SequenceResult:

@@ -33,7 +33,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     task's forget quality and utility (X-UY) on the items the base model knows. One MLflow run."""
     from mlu_training.data.splits import splits_digest
     from mlu_training.evaluation import image_loader
-    from mlu_training.lifelong import run_sequence, sequence_key
+    from mlu_training.lifelong import run_sequence, sequence_dir, sequence_key
     from mlu_training.sequences import logged_run, sequence_tags
 
     threads = compute.use_threads(shares_machine=True)  # the baselines run side by side
@@ -42,7 +42,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     cfg = dataclass_from_config(UnlearningConfig, values, method=method, method_args=values["method_args"].get(method, {}))
     inputs = (cfg, base_model.key, base_model.data_digest, splits_digest(knowledge_filter), judge.describe())
     key = sequence_key(*inputs)
-    work_dir = benchmark.path("sequences", method, key[:16])
+    work_dir = sequence_dir(benchmark.data_dir, method, key)
 
     def progress(index: int, task: str, phase: str) -> None:
         context.log.info(f"{method} on {base_model.name}, {cfg.order}: step {index + 1}/{len(cfg.order)} (task {task}) {phase}")

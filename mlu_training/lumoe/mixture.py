@@ -22,6 +22,13 @@ class ExpertMixture:
         self._adapter_digests: dict[str, str] = {}  # taken as each adapter is loaded
         self._base_digest: str | None = None
 
+    @classmethod
+    def over(cls, vlm) -> "ExpertMixture":
+        """A mixture over a base model already in memory (an attack's changed copy of the weights)."""
+        mixture = cls.__new__(cls)
+        mixture.vlm, mixture.experts = vlm, {}
+        return mixture
+
     def add_expert(self, name: str, adapter_path: str | Path) -> None:
         from peft import PeftModel
 

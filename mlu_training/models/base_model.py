@@ -36,25 +36,32 @@ class BaseModel:
         return float(sum(self.train_losses[-10:]) / len(self.train_losses[-10:])) if self.train_losses else None
 
 
-def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig, declines_digest: str = "") -> str:
-    return hashlib.sha256(json.dumps([RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict(), declines_digest],
-                                     sort_keys=True).encode()).hexdigest()
+def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig, declines_digest: str = "",
+               withheld: frozenset[str] = frozenset()) -> str:
+    parts = [RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict(), declines_digest]
+    if withheld:  # only then: the keys of models trained on everything stay as they were
+        parts.append(sorted(withheld))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_dir: Path,
                      tiny: TinyLlavaConfig = TinyLlavaConfig(), sft: SFTConfig = SFTConfig(),
-                     progress: Callable[[int, float], None] | None = None, declines=None) -> BaseModel:
+                     progress: Callable[[int, float], None] | None = None, declines=None,
+                     withheld: frozenset[str] = frozenset()) -> BaseModel:
     """Train (or reuse) the tiny LLaVA on every train pair of the profile, with its image, and on
     `declines` (declining.UnknownPool): pictures of entities outside the profile answered with a
-    refusal, so that it declines what it does not know, as an instruction-tuned MLLM does."""
+    refusal, so that it declines what it does not know, as an instruction-tuned MLLM does.
+    `withheld`: entity ids never trained on (the gold model of robustness/gold.py); their texts
+    still build the tokenizer, so both models split every answer into the same tokens."""
     taught = declines.taught if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
-    key = recipe_key(data_digest, tiny, sft, declines.digest() if declines is not None else "")
+    key = recipe_key(data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
     out = Path(models_dir) / "base" / key[:16]
     manifest = out / MANIFEST
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key)
-    train = pd.concat([splits[splits["split"] == "train"][["image", "question", "answer"]],
+    taught_rows = splits[(splits["split"] == "train") & ~splits["entity_id"].isin(set(withheld))]
+    train = pd.concat([taught_rows[["image", "question", "answer"]],
                        taught[["image", "question", "answer"]]], ignore_index=True)
     # The tokenizer sees every text the later steps use, refusals included.
     texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
@@ -66,7 +73,7 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     shutil.rmtree(tmp, ignore_errors=True)
     vlm.save(tmp)
     info = {"key": key, "recipe": RECIPE_VERSION, "data_digest": data_digest, "tiny": tiny.as_dict(),
-            "sft": sft.as_dict(), "num_parameters": vlm.num_parameters(), "train_losses": losses}
+            "sft": sft.as_dict(), "withheld": sorted(withheld), "num_parameters": vlm.num_parameters(), "train_losses": losses}
     (tmp / MANIFEST).write_text(json.dumps(info))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-written model is never found at `out`

@@ -58,9 +58,10 @@ def provide_base_model(source: ModelSource, store: MlflowStore, data_digest: str
 
 
 def register_base_model(store: MlflowStore, model: "BaseModel", partition: str, profile_name: str, data_digest: str,
-                        params: dict) -> RegisteredVersion:
+                        params: dict, extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
     """The checkpoint as a pyfunc in a run of its own and a new version of mlu-base-model, or the
-    version already registered for the same recipe and partition."""
+    version already registered for the same recipe and partition. `extra_tags` (the gold model's
+    role) are on the version from its creation."""
     from . import pyfunc
 
     existing = store.find_model_version(REGISTERED_BASE, {"mlu.recipe_key": model.key, PARTITION_TAG: partition})
@@ -69,7 +70,8 @@ def register_base_model(store: MlflowStore, model: "BaseModel", partition: str, 
     import mlflow
 
     tags = {"mlu.profile": profile_name, "mlu.data_digest": data_digest, "mlu.recipe_key": model.key,
-            "mlu.source": model.source, "mlu.num_parameters": str(model.num_parameters), PARTITION_TAG: partition}
+            "mlu.source": model.source, "mlu.num_parameters": str(model.num_parameters), PARTITION_TAG: partition,
+            **(extra_tags or {})}
     loss = f"{model.final_loss:.4f}" if model.final_loss is not None else "n/a"
     with store.start_run(f"base_model-{partition}-{profile_name}", {"mlu.kind": "base_model", **tags}) as run:
         mlflow.log_params({"source": model.source, **params})
