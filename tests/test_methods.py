@@ -194,7 +194,7 @@ def test_training_with_the_cached_reference_repeats_itself_and_recomputing(tiny_
     """Whole adapter trainings, length-grouped batches drawn over more than one epoch (rows come
     back): the same seed gives the same losses; recomputing the reference gives them too."""
     train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
-    config = AdapterTraining(steps=8, batch_size=4, lr=1e-2)
+    config = AdapterTraining(steps=8, batch_size=4, lr=1e-2, length_grouped=True)
     assert (train[(train["task"] == "A")]["role"].value_counts() < config.steps * config.batch_size).all()
 
     def losses(cache_reference: bool) -> list[float]:

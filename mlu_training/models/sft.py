@@ -21,7 +21,10 @@ class SFTConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     seed: int = 0
-    length_grouped: bool = True  # batches of rows of similar length (batching.py): less padding, same seed same model
+    # Off: grouped by length, mini's 300 steps ran 2.2x faster but ended at loss 0.45 (plain: 0.02),
+    # declining 66 % of known items and keeping 24/320 (plain: 14 %, 246/320): refusals and each
+    # class's questions have their own lengths, so grouped batches are of one kind.
+    length_grouped: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -31,7 +34,7 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
               answers: Sequence[str], config: SFTConfig, progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Full fine-tuning on (image, question, answer) triples; returns the loss of every step.
 
-    Batches come from a seeded `BatchStream` (grouped by length unless the config says not), so the
+    Batches come from a seeded `BatchStream` (grouped by length where the config says so), so the
     same seed gives the same model.
     """
     seed_everything(config.seed)
