@@ -236,7 +236,9 @@ class Decoding:
     `len(items)`; a row's prompt sits just before the next position written, left-padded, so an
     item admitted later sees only its own prompt and answer. A wave ends when its positions could
     no longer hold a new answer (or a new prompt is longer than the positions written): the next
-    starts from position 0."""
+    starts from position 0. Attention reads from the first position of the oldest row on: the
+    positions of rows that have ended are read by none (reading the cache is most of a step's
+    attention time)."""
 
     def __init__(self, rows: int, capacity: int, prompt: int):
         self.capacity, self.length = capacity, prompt  # positions written so far (all rows alike)
@@ -244,6 +246,7 @@ class Decoding:
         self.attend = torch.ones((rows, 1, 1, capacity), dtype=torch.bool)  # [rows, 1, query, keys], True: attend
         self.cache = preallocated_cache(capacity, rows)
         self.last = self.chosen = None
+        self.starts: list[int] = []  # each row's first position (its prompt's, padding included)
         self.open = True  # admitting items
 
     def admits(self, prompt: int, max_new_tokens: int) -> bool:
@@ -260,28 +263,39 @@ class Decoding:
         self.attend[start:end, 0, 0, self.length - prompt: self.length] = mask[index].bool()
         self.attend[start:end, 0, 0, self.length:] = True
         self.items += items
+        self.starts += [self.length - prompt] * len(items)
         last, chosen = last[index], chosen[index]
         self.last = last if self.last is None else torch.cat([self.last, last])
         self.chosen = chosen if self.chosen is None else torch.cat([self.chosen, chosen])
 
     def step(self, model, extra: dict):
-        rows = len(self.items)
+        rows, start = len(self.items), min(self.starts)
+        self.cache.start_at(start)  # positions before every row's first are read by none
         self.last = self.last + 1
-        out = model(input_ids=self.chosen[:, None], attention_mask=self.attend[:rows, :, :, : self.length + 1],
+        out = model(input_ids=self.chosen[:, None], attention_mask=self.attend[:rows, :, :, start: self.length + 1],
                     position_ids=self.last[:, None], past_key_values=self.cache, use_cache=True, **extra)
         self.length += 1
         self.chosen = out.logits[:, -1].argmax(-1)
         return self.chosen
 
     def keep(self, rows: list[int]) -> None:
-        """Only `rows` go on (moved to the front, in place)."""
+        """Only `rows` go on: the last rows that go on move into the places of those that ended
+        (a row or two a step, where moving every row to keep their order copied the whole cache)."""
         if len(rows) == len(self.items):
             return
-        index = torch.tensor(rows, dtype=torch.long, device=self.attend.device)
-        self.cache.batch_select_indices(index)
-        self.attend[: len(rows)] = self.attend[index]
-        self.items = [self.items[r] for r in rows]
-        self.last, self.chosen = self.last[index], self.chosen[index]
+        going = set(rows)
+        holes = [r for r in range(len(rows)) if r not in going]
+        movers = [r for r in rows if r >= len(rows)]
+        if holes:
+            to, of = (torch.tensor(r, dtype=torch.long, device=self.attend.device) for r in (holes, movers))
+            self.cache.move_rows(of, to)
+            self.attend[to] = self.attend[of]
+            self.last[to], self.chosen[to] = self.last[of], self.chosen[of]
+            for hole, mover in zip(holes, movers):
+                self.items[hole], self.starts[hole] = self.items[mover], self.starts[mover]
+        del self.items[len(rows):], self.starts[len(rows):]
+        self.last, self.chosen = self.last[: len(rows)], self.chosen[: len(rows)]
+        self.cache.keep_rows(len(rows))
 
 
 def preallocated_cache(capacity: int, rows: int | None = None):
@@ -299,7 +313,7 @@ def _preallocated_cache_class():
     class PreallocatedLayer(DynamicLayer):
         def __init__(self, capacity: int, max_rows: int | None):
             super().__init__()
-            self.capacity, self.max_rows, self.rows, self.length = capacity, max_rows, 0, 0
+            self.capacity, self.max_rows, self.rows, self.start, self.length = capacity, max_rows, 0, 0, 0
 
         def allocate(self, like_keys, like_values, rows: int) -> None:
             self.dtype, self.device = like_keys.dtype, like_keys.device
@@ -312,7 +326,7 @@ def _preallocated_cache_class():
             self.rows = key_states.shape[0]
 
         def _views(self):
-            self.keys, self.values = (buffer[: self.rows, :, : self.length] for buffer in self.buffers)
+            self.keys, self.values = (buffer[: self.rows, :, self.start: self.length] for buffer in self.buffers)
             return self.keys, self.values
 
         def update(self, key_states, value_states, *args, **kwargs):
@@ -330,7 +344,14 @@ def _preallocated_cache_class():
         def batch_select_indices(self, indices):
             for buffer in self.buffers:  # the kept rows move to the front, in place
                 buffer[: len(indices), :, : self.length] = buffer[indices, :, : self.length]
-            self.rows = len(indices)
+            self.keep_rows(len(indices))
+
+        def move_rows(self, of, to) -> None:
+            for buffer in self.buffers:
+                buffer[to, :, self.start: self.length] = buffer[of, :, self.start: self.length]
+
+        def keep_rows(self, rows: int) -> None:
+            self.rows = rows
             self._views()
 
         def append_rows(self, other: "PreallocatedLayer", indices, at: int) -> None:
@@ -346,6 +367,21 @@ def _preallocated_cache_class():
         def __init__(self, capacity: int, rows: int | None):
             super().__init__(layer_class_to_replicate=lambda: PreallocatedLayer(capacity, rows))
             self.capacity, self.max_rows = capacity, rows
+
+        def start_at(self, start: int) -> None:
+            """Attention reads from position `start` on."""
+            for layer in self.layers:
+                layer.start = start
+
+        def move_rows(self, of, to) -> None:
+            """Rows `of` are copied into rows `to` (their keys and values so far)."""
+            for layer in self.layers:
+                layer.move_rows(of, to)
+
+        def keep_rows(self, rows: int) -> None:
+            """The first `rows` rows go on."""
+            for layer in self.layers:
+                layer.keep_rows(rows)
 
         def append_rows(self, other: "PreallocatedCache", indices, at: int) -> None:
             """Rows `indices` of `other` (a prompt's cache) join, their positions placed at `at`."""
