@@ -175,7 +175,7 @@ def _execute_in_worker(job: str, partition, run_config: dict) -> bool:
 
     if isinstance(partition, dict):  # a MultiPartitionKey travels as its dimensions
         partition = dg.MultiPartitionKey(partition)
-    return execute_stage(_WORKER["defs"].get_job_def(job), _WORKER["instance"], partition, run_config).success
+    return execute_stage(_WORKER["defs"].resolve_job_def(job), _WORKER["instance"], partition, run_config).success
 
 
 def side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, float],
@@ -270,7 +270,7 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), o
         for stage in batch:
             t = time.perf_counter()
             print(f"mlu: {stage.what} …", flush=True)
-            result = execute_stage(defs.get_job_def(stage.job), instance, stage.partition, stage.run_config)
+            result = execute_stage(defs.resolve_job_def(stage.job), instance, stage.partition, stage.run_config)
             if not result.success:
                 print(f"mlu: {stage.what} failed; see the run in the Dagster UI", file=sys.stderr)
                 return 1
@@ -339,13 +339,13 @@ def robustness() -> int:
     for what, job, partition in plan:
         t = time.perf_counter()
         print(f"mlu: {what} …", flush=True)
-        result = execute_stage(defs.get_job_def(job), instance, partition, {})
+        result = execute_stage(defs.resolve_job_def(job), instance, partition, {})
         if not result.success:
             failed.append(what)
             print(f"mlu: {what} failed; see the run in the Dagster UI", file=sys.stderr)
             continue
         print(f"mlu: {what} done in {time.perf_counter() - t:.0f} s", flush=True)
-    result = execute_stage(defs.get_job_def("report_job"), instance, None, {})  # the Robustness section
+    result = execute_stage(defs.resolve_job_def("report_job"), instance, None, {})  # the Robustness section
     if not result.success:
         failed.append("the report")
     else:

@@ -30,7 +30,7 @@ def _dagster_writer(home: str, name: str, start) -> list[bool]:
     defs = dg.Definitions(assets=[written], jobs=[job])
     instance = dg.DagsterInstance.get()
     start.wait()
-    return [defs.get_job_def(f"job_{name}").execute_in_process(instance=instance, raise_on_error=False).success
+    return [defs.resolve_job_def(f"job_{name}").execute_in_process(instance=instance, raise_on_error=False).success
             for _ in range(WRITES)]
 
 
