@@ -284,6 +284,19 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), o
     return 0
 
 
+def _in_dependency_order(jobs, graph) -> list:
+    """The jobs so that none runs before a job whose assets it reads (the attacks read the gold
+    model: the per-model job first); otherwise in their given order."""
+    members = {job.name: set(job.selection.resolve(graph)) for job in jobs}
+    reads = {job.name: {parent for key in members[job.name] for parent in graph.get(key).parent_keys} for job in jobs}
+    ordered, left = [], list(jobs)
+    while left:
+        ready = [j for j in left if not any(reads[j.name] & members[o.name] for o in left if o is not j)]
+        ordered.append((ready or left)[0])  # a cycle between jobs (none today): keep the given order
+        left.remove(ordered[-1])
+    return ordered
+
+
 def robustness_plan(defs, jobs, instance, model: str) -> list[tuple[str, str, object]]:
     """(what, job name, partition key) of each run of `mlu robustness`: every job of the group,
     for each of its partitions on base model `model` whose partitioned inputs are materialized
@@ -292,7 +305,7 @@ def robustness_plan(defs, jobs, instance, model: str) -> list[tuple[str, str, ob
 
     graph = defs.resolve_asset_graph()
     plan = []
-    for job in jobs:
+    for job in _in_dependency_order(jobs, graph):
         partitions = job.partitions_def
         members = set(job.selection.resolve(graph))
         if partitions is None:

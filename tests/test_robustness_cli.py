@@ -31,9 +31,15 @@ def test_the_plan_runs_the_partitions_whose_sequences_are_materialized():
     assert robustness_plan(defs, ROBUSTNESS_JOBS, instance, "tiny") == []  # no sequence yet: nothing to audit
     for model in ("tiny", "other"):
         instance.report_runless_asset_event(dg.AssetMaterialization("lumoe_sequence", partition=model))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "unlearning_sequence", partition=dg.MultiPartitionKey({"method": "ga", "model": "tiny"})))
     plan = robustness_plan(defs, ROBUSTNESS_JOBS, instance, "tiny")
-    assert ("router_audit for tiny", "robustness_model_job", "tiny") in plan
+    assert ("gold_model, lumoe_attacks, router_audit for tiny", "robustness_model_job", "tiny") in plan
     assert all(partition != "other" for _, _, partition in plan)  # only the default base model
+    jobs = [job for _, job, _ in plan]
+    # the attacks read the gold model: the per-model job runs first; only the sequence that ran is attacked
+    assert jobs == ["robustness_model_job", "robustness_method_job"]
+    assert [str(partition) for _, _, partition in plan] == ["tiny", "ga|tiny"]
 
 
 def test_mlu_robustness_before_any_run_says_what_to_do(tmp_path):
