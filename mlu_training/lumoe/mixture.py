@@ -13,11 +13,13 @@ BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
 class ExpertMixture:
-    def __init__(self, base_model_path: str):
+    def __init__(self, base_model_path: str | None, vlm=None):
+        """Over the checkpoint at `base_model_path`, or over `vlm`, a base model already in memory
+        (an attack's changed copy of the weights: no files, so no state_key to cache answers by)."""
         from ..models.vlm import VisionLanguageModel
 
-        self.vlm = VisionLanguageModel.load(base_model_path)
-        self.base_model_path = str(base_model_path)
+        self.vlm = vlm if vlm is not None else VisionLanguageModel.load(base_model_path)
+        self.base_model_path = str(base_model_path) if base_model_path is not None else None
         self.experts: dict[str, str] = {}
         self._adapter_digests: dict[str, str] = {}  # taken as each adapter is loaded
         self._base_digest: str | None = None
@@ -25,9 +27,7 @@ class ExpertMixture:
     @classmethod
     def over(cls, vlm) -> "ExpertMixture":
         """A mixture over a base model already in memory (an attack's changed copy of the weights)."""
-        mixture = cls.__new__(cls)
-        mixture.vlm, mixture.experts = vlm, {}
-        return mixture
+        return cls(None, vlm)
 
     def add_expert(self, name: str, adapter_path: str | Path) -> None:
         from peft import PeftModel
@@ -45,6 +45,8 @@ class ExpertMixture:
     def state_key(self, route: str | None) -> str:
         """What answers the items of `route` (None: the base model), by content: the digest of
         the base checkpoint's files, with that of the route's adapter files as they were loaded."""
+        if self.base_model_path is None:
+            raise ValueError("a mixture over weights in memory has no files to key answers by: do not cache its answers")
         if self._base_digest is None:  # the first time it is asked: only the answer cache needs it
             self._base_digest = folder_digest(self.base_model_path)
         if route is None:
