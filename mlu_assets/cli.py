@@ -186,6 +186,9 @@ def side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, flo
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import dagster as dg
+
+    dg.DagsterInstance.get()  # its storage made here, once: workers creating it at once race on the schema
     lanes: dict[tuple, deque] = {}
     for stage in stages:
         lanes.setdefault(stage.lane, deque()).append(stage)

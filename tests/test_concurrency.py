@@ -59,12 +59,13 @@ def test_two_processes_write_one_dagster_instance(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    import dagster as dg
+
+    dg.DagsterInstance.get()  # the storage exists before the writers, as `mlu run` makes it before its workers
     results = _together(_dagster_writer, [(str(home), "left"), (str(home), "right")])
     assert all(ok for run in results for ok in run)
 
-    import dagster as dg
-
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs()
     assert len(runs) == 2 * WRITES

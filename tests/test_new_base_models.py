@@ -98,17 +98,21 @@ def _walk_the_chain(defs, instance, model: str, cursor: str) -> str:
         cursor = result.cursor
         assert _requested(defs, result) == expected
 
-    tick({"base_model": {model}, "knowledge_filter": {model}})
+    # the robustness group's gold model (trained without task A) follows its base model too
+    tick({"base_model": {model}, "knowledge_filter": {model}, "gold_model": {model}})
     tick({})  # requested once, not on every tick
-    for key in ("base_model", "knowledge_filter"):
+    for key in ("base_model", "knowledge_filter", "gold_model"):
         _materialized(instance, key, model)
-    tick({"unlearning_sequence": {f"{m}|{model}" for m in METHODS}, "lumoe_experts": {f"{model}|A", f"{model}|B"}})
+    tick({"unlearning_sequence": {f"{m}|{model}" for m in METHODS}, "lumoe_experts": {f"{model}|A", f"{model}|B"},
+          "attacks": {f"{m}|{model}" for m in METHODS}})  # each sequence's final model attacked after it
     for m in METHODS:
-        _materialized(instance, "unlearning_sequence", dg.MultiPartitionKey({"method": m, "model": model}))
+        for key in ("unlearning_sequence", "attacks"):
+            _materialized(instance, key, dg.MultiPartitionKey({"method": m, "model": model}))
     for r in "AB":
         _materialized(instance, "lumoe_experts", dg.MultiPartitionKey({"model": model, "request": r}))
-    tick({"lumoe_sequence": {model}})
-    _materialized(instance, "lumoe_sequence", model)
+    tick({"lumoe_sequence": {model}, "router_audit": {model}, "lumoe_attacks": {model}})
+    for key in ("lumoe_sequence", "router_audit", "lumoe_attacks"):
+        _materialized(instance, key, model)
     tick({"report": {None}})
     _materialized(instance, "report")
     tick({})  # all up to date: nothing starts
@@ -140,7 +144,10 @@ def test_a_new_base_model_runs_the_whole_chain_by_automation():
         _materialized(instance, "knowledge_filter", "tiny")  # what the nightly run of `tiny` does
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert _requested(defs, tick) == {"unlearning_sequence": {f"{m}|tiny" for m in METHODS},
-                                          "lumoe_sequence": {"tiny"}}
+                                          "lumoe_sequence": {"tiny"},
+                                          # and what stresses them: the attacks, LUMoE's and its router's audit
+                                          "attacks": {f"{m}|tiny" for m in METHODS},
+                                          "lumoe_attacks": {"tiny"}, "router_audit": {"tiny"}}
 
 
 def test_the_nightly_schedule_waits_for_a_model():

@@ -75,7 +75,7 @@ def test_gold_model_gives_a_reason_where_no_recipe_can_be_rerun(tmp_path):
     import dagster as dg
     import pandas as pd
 
-    from mlu_assets.resources import BenchmarkSettings, MLflowTracking
+    from mlu_assets.resources import BenchmarkSettings, ComputeSettings, MLflowTracking
     from mlu_assets.robustness.attack_assets import GoldModelConfig, gold_model
     from mlu_training.models.registry import BaseModelRef
 
@@ -86,6 +86,6 @@ def test_gold_model_gives_a_reason_where_no_recipe_can_be_rerun(tmp_path):
         ref = BaseModelRef("m", path, source, "k" * 64, "d", 1, None, "1", "models:/mlu-base-model/1", "r", False)
         out = gold_model(dg.build_asset_context(partition_key="m"), GoldModelConfig(), ref, splits,
                          pd.DataFrame({"image": [], "file": []}), splits.iloc[:0], BenchmarkSettings(data_dir=str(tmp_path)),
-                         MLflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+                         MLflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"), ComputeSettings())
         gold = out.value
         assert gold.path is None and gold.withheld == ["Cat"] and reason in gold.reason, gold.reason
