@@ -213,11 +213,13 @@ def side_by_side(stages: list[Stage], parallel_runs: int, timings: dict[str, flo
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 stage, lane, began = running.pop(future)
-                ok = future.exception() is None and future.result()
+                error = future.exception()  # the worker itself broke (its run may not exist): say how
+                ok = error is None and future.result()
                 timings[stage.what] = time.perf_counter() - began
                 if not ok:
                     failed.append(stage)
-                    print(f"mlu: {stage.what} failed; see the run in the Dagster UI", file=sys.stderr, flush=True)
+                    why = f": {type(error).__name__}: {error}" if error else "; see the run in the Dagster UI"
+                    print(f"mlu: {stage.what} failed{why}", file=sys.stderr, flush=True)
                     continue
                 print(f"mlu: {stage.what} done in {timings[stage.what]:.0f} s", flush=True)
                 if lane:
