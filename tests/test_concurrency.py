@@ -166,3 +166,11 @@ def test_a_failed_stage_stops_what_has_not_started(parallel_location):
     failed = side_by_side(stages, 1, {}, "parallel_location:defs")  # one at a time: the order is known
     assert [s.what for s in failed] == ["ga broken"]
     assert not (parallel_location / "runs.jsonl").exists()  # nothing after the failure was started
+
+
+def test_a_worker_that_breaks_is_a_failed_stage_with_its_reason(parallel_location, capsys):
+    from mlu_assets.cli import Stage, side_by_side
+
+    broken = Stage("a job nobody defined", "no_such_job", "ga", {}, side_by_side=True)
+    assert side_by_side([broken, _stage("npo", "default")], 1, {}, "parallel_location:defs") == [broken]
+    assert "a job nobody defined failed: " in capsys.readouterr().err  # the worker's exception, not a run to look up
