@@ -9,24 +9,8 @@ hence another key: it never reuses an answer it did not give."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 from typing import Hashable, Sequence
-
-
-def folder_digest(folder: str | Path) -> str:
-    """sha256 over every file of a checkpoint or adapter folder (names and bytes): weights,
-    configuration, tokenizer and chat template alike, all of which decide an answer."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 class AnswerCache:

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from .answers import folder_digest
+from ..models.sources import folder_digest
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 

@@ -83,6 +83,21 @@ def folder_signature(folder: Path) -> str:
     return h.hexdigest()
 
 
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over every file of a checkpoint or adapter folder (names and all their bytes):
+    weights, configuration, tokenizer and chat template alike, all of which decide an answer.
+    What LUMoE's answer cache keys by; folder_signature above is the cheap watch for changes."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def named_folders(models_dir: str | Path | None) -> tuple[dict[str, Path], list[str]]:
     """(partition key -> folder, complaints) for the checkpoint folders in MLU_BASE_MODELS_DIR
     (those with a config.json; hidden folders are skipped, so a copy can land as .name first)."""
