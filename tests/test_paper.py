@@ -15,9 +15,18 @@ def test_the_pool_to_decline_is_apart_from_the_profile_and_from_what_calibrates(
     profile = set(splits["entity_id"])
     pool = unknown_pool(qa, profile)
     taught, unseen = set(pool.taught["entity_id"]), set(pool.unseen["entity_id"])
+    known = set(pool.known["entity_id"])
     assert taught and unseen and not (taught & profile) and not (unseen & profile) and not (taught & unseen)
-    assert taught | unseen == set(qa["entity_id"]) - profile
-    assert len(unseen) == round(len(taught | unseen) * 0.25)
+    assert not known & (profile | taught | unseen)
+    assert taught | unseen | known == set(qa["entity_id"]) - profile
+    assert len(unseen) == round(len(taught | unseen | known) * 0.25)
+    # Known distractors: one for every four profile entities, at least two, taught their true answers
+    # on train pictures and asked on held-out ones.
+    assert len(known) == max(2, round(len(profile) / 4)) == pool.known_eval["entity_id"].nunique()
+    truth = set(zip(qa["image"], qa["question"], qa["answer"]))
+    assert all(row in truth for row in zip(pool.known["image"], pool.known["question"], pool.known["answer"]))
+    assert (pool.known_eval["split"] == "eval").all() and not set(pool.known_eval["image"]) & set(pool.known["image"])
+    assert len(pool.training_pairs()) == len(pool.taught) + len(pool.known)
     assert pool.taught.groupby("entity_id")["image"].nunique().max() <= 4 and not pool.taught["image"].duplicated().any()
     assert (pool.unseen["split"] == "eval").all()  # calibration asks held-out pictures and phrasings only
     assert not set(pool.unseen["image"]) & set(pool.taught["image"])

@@ -98,9 +98,53 @@ def test_another_name_is_the_alias_or_another_script():
     assert not any("a" <= c <= "z" for c in probes.other_name(["Statue of Liberty"]).casefold())
 
 
+def test_occluder_greys_a_seeded_square_and_flip_mirrors(picture):
+    side = round(probes.OCCLUDER_SHARE * picture.size[0])
+    covered = _px(probes.occlude(picture, seed=3))
+    grey = (covered == probes.OCCLUDER).all(axis=2)
+    rows, cols = np.nonzero(grey)
+    assert grey.sum() >= side * side and np.ptp(rows) + 1 == side and np.ptp(cols) + 1 == side  # one square of that side
+    assert (covered[~grey] == _px(picture)[~grey]).all()  # nothing else moves
+    assert (_px(probes.occlude(picture, seed=3)) == covered).all() and (_px(probes.occlude(picture, seed=4)) != covered).any()
+    assert (_px(probes.flip(picture)) == _px(picture)[:, ::-1]).all()
+
+
+def test_another_backdrop_keeps_the_entity_and_changes_the_class_pattern(tiny_world, forget):
+    from mlu_training.data.render import render_image
+
+    row = forget.iloc[0]
+    size = tiny_world["load_image"](row["image"]).size[0]
+    own = render_image(row["class_name"], row["entity_id"], row["image"], size=size)
+    assert (_px(own) == _px(tiny_world["load_image"](row["image"]))).all()  # the crawled picture is this render
+    other = probes.on_other_backdrop(row, size)
+    assert probes.other_class(row["class_name"]) != row["class_name"]
+    assert other.size == own.size and (_px(other) != _px(own)).any()
+    # The same entity on the other class's backdrop is exactly what the renderer draws for it.
+    redrawn = render_image(row["class_name"], row["entity_id"], row["image"], size=size,
+                           backdrop_class=probes.other_class(row["class_name"]))
+    assert (_px(other) == _px(redrawn)).all()
+
+
+def test_unlike_prefixes_another_known_entity_and_keeps_the_picture(tiny_world, forget):
+    names = entity_names(tiny_world["catalog"])
+    ev = tiny_world["splits"][tiny_world["splits"]["split"] == "eval"]
+    retained = sorted(set(ev.loc[ev["role"] == "retain", "entity_id"]))
+    items, images = probes.probe_items(forget, tiny_world["load_image"], names, ("unlike",), retained)["unlike"]
+    assert len(items) == len(forget) and list(items["qa_id"]) == list(forget["qa_id"])
+    for entity, question, original, image, path in zip(items["entity_id"], items["question"], forget["question"],
+                                                        images, items["image"]):
+        prefix, rest = question.split(", ", 1)
+        assert prefix.startswith("Unlike ") and prefix[len("Unlike "):] in {names[e][0] for e in retained}
+        assert prefix[len("Unlike "):] != names[entity][0] and rest.lower() == original.lower()
+        assert (_px(image) == _px(tiny_world["load_image"](path))).all()
+    again = probes.probe_items(forget, tiny_world["load_image"], names, ("unlike",), retained)["unlike"][0]
+    assert list(again["question"]) == list(items["question"])  # seeded by the item
+    assert probes.unlike_items(forget, names, []).empty  # nobody else known: the probe has no items
+
+
 def test_paraphrases_are_the_four_variants_and_image_probes_keep_every_item(tiny_world, forget):
     sets = probes.probe_items(forget, tiny_world["load_image"], entity_names(tiny_world["catalog"]))
-    assert set(sets) == set(probes.PROBES)
+    assert set(sets) == set(probes.PROBES) and sets["unlike"][0].empty  # no other entity given: nobody to be unlike
     para = sets["paraphrase"][0]
     assert set(para["variant"]) == {1, 2, 3, 4} and len(para) == (forget["variant"] > 0).sum()
     for probe in probes.IMAGE_PROBES:
@@ -108,6 +152,9 @@ def test_paraphrases_are_the_four_variants_and_image_probes_keep_every_item(tiny
         assert list(items["qa_id"]) == list(forget["qa_id"]) and list(items["question"]) == list(forget["question"])
         originals = sets["unchanged"][1]
         assert any(a.size != b.size or (_px(a) != _px(b)).any() for a, b in zip(images, originals))
+    items, images = sets["backdrop"]
+    assert list(items["qa_id"]) == list(forget["qa_id"])
+    assert all((_px(a) != _px(b)).any() for a, b in zip(images, sets["unchanged"][1]))
 
 
 def _row(probe, route, truth, score, oracle=None, refused=False, entity="e"):
@@ -122,6 +169,9 @@ def test_audit_metrics_on_a_small_table():
         _row("hue", None, "A", 0, 2), _row("hue", None, "B", 0, 1),
         _row("retain", None, None, 2, refused=False), _row("retain", "A", None, 0, refused=True),
         _row("retain", None, None, 0, refused=True), _row("retain", None, None, 2),
+        _row("retain_named", "A", None, 2), _row("retain_named", None, None, 2),
+        _row("distractor", None, None, 2), _row("distractor", None, None, 0, refused=True),
+        _row("distractor", None, None, 2), _row("distractor", None, None, 2),
         _row("unseen", None, None, 0, refused=True), _row("unseen", "B", None, 0, refused=True),
         _row("unseen", None, None, 0, refused=True), _row("unseen", None, None, 0, refused=False),
     ]).astype({"score": "Int64", "oracle_score": "Int64"})
@@ -130,6 +180,8 @@ def test_audit_metrics_on_a_small_table():
     assert m[forget_quality_metric("unchanged")] == 5 / 8 and m[forget_quality_metric("unchanged", "oracle")] == 1.0
     assert m[forget_quality_metric("hue")] == 0.0 and m[forget_quality_metric("hue", "oracle")] == 0.75
     assert m[over_refusal_metric("retain")] == 0.5  # one to an expert, one refused by the base model
+    assert m[over_refusal_metric("retain_named")] == 0.5 and m[over_refusal_metric("distractor")] == 0.25
+    assert not any(k.startswith(("router/retain", "router/distractor", "forget_quality/distractor")) for k in m)
     assert m[over_refusal_metric("unseen")] == 0.25 and m[refusal_metric("unseen")] == 0.75
     assert recall_metric("hue") == "router/hue/recall" and forget_quality_metric("hue", "oracle") == "forget_quality/hue/oracle"
     matrix = confusion(table)

@@ -10,8 +10,9 @@ from mlu_training.data.catalog import entity_names
 from mlu_training.evaluation import image_loader
 from mlu_training.lumoe.experts import ExpertConfig, train_expert
 from mlu_training.models.declining import declines_for
-from mlu_training.robustness.router_audit import (BASE, RETAIN_SET, UNSEEN_SET, audit_metrics, confusion,
-                                                  forget_quality_metric, over_refusal_metric, recall_metric)
+from mlu_training.robustness.router_audit import (BASE, DISTRACTOR_SET, OVER_REFUSAL_SETS, RETAIN_NAMED_SET, RETAIN_SET,
+                                                  UNSEEN_SET, audit_metrics, confusion, forget_quality_metric,
+                                                  over_refusal_metric, recall_metric)
 from mlu_training.router import Registry
 from mlu_training.router.local import LocalRouter
 
@@ -23,7 +24,8 @@ def world(tiny_world, tmp_path_factory):
     from mlu_training.data.crawls import build_raw_crawls
 
     pool = declines_for(tiny_world["qa"], tiny_world["splits"])
-    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]))
+    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
+                   | set(pool.known_eval["image"]))
     crawls = pd.concat([tiny_world["crawls"], build_raw_crawls(extra, tmp_path_factory.mktemp("pool-images"), size=32)])
     return {**tiny_world, "pool": pool, "load_image": image_loader(crawls.drop_duplicates("image"))}
 
@@ -46,6 +48,9 @@ def test_the_pool_splits_never_seen_entities_between_calibration_and_audit(world
     assert not set(audited["image"]) & set(pool.distractor_images())
     assert set(pool.taught["image"]) <= set(pool.distractor_images())
     assert not set(pool.distractor_images()) & set(world["splits"]["image"])
+    # Known distractors: half calibrates, the other half is audited.
+    assert set(pool.known_half(0)["image"]) <= set(pool.distractor_images())
+    assert len(pool.known_half(1)) and not set(pool.known_half(1)["image"]) & set(pool.distractor_images())
 
 
 def test_distractors_keep_the_router_from_sending_unseen_entities_to_an_expert(tiny_base, experts, world):
@@ -87,11 +92,16 @@ def test_the_audit_routes_answers_and_scores_every_probe(tiny_base, experts, wor
         world["load_image"], judge,
         lambda vlm, registry: LocalRouter(vlm, registry, gallery, world["load_image"],
                                           distractors=world["pool"].distractor_images()),
-        AuditConfig(max_new_tokens=24))
-    assert set(table["probe"]) == {*PROBES, RETAIN_SET, UNSEEN_SET}
-    forget = table[~table["probe"].isin([RETAIN_SET, UNSEEN_SET])]
+        AuditConfig(max_new_tokens=24), world["pool"].known_half(1))
+    assert set(table["probe"]) == {*PROBES, *OVER_REFUSAL_SETS}
+    forget = table[~table["probe"].isin(OVER_REFUSAL_SETS)]
     n_forget = int((items["role"] == "forget").sum())
-    assert (forget.groupby("probe").size()[["unchanged", "crop", "hue"]] == n_forget).all()
+    assert (forget.groupby("probe").size()[["unchanged", "crop", "hue", "occlude", "backdrop", "unlike"]] == n_forget).all()
+    # Retain items asked "Unlike <a forgotten entity>, ...": as many as the retain items, none to be forgotten.
+    named = table[table["probe"] == RETAIN_NAMED_SET]
+    assert len(named) == int((items["role"] == "retain").sum()) and named["true_route"].isna().all()
+    assert named["question"].str.startswith("Unlike ").all()
+    assert len(table[table["probe"] == DISTRACTOR_SET]) == len(world["pool"].known_half(1))
     # Where the real route is the oracle's, so is the answer: only the others were asked again.
     same = forget["route"].fillna(BASE) == forget["true_route"].fillna(BASE)
     assert (forget.loc[same, "response"] == forget.loc[same, "oracle_response"]).all()
@@ -105,6 +115,7 @@ def test_the_audit_routes_answers_and_scores_every_probe(tiny_base, experts, wor
         assert m[forget_quality_metric(probe, "oracle")] >= m[forget_quality_metric(probe)] - 0.1, probe
     assert 0 <= m[over_refusal_metric(RETAIN_SET)] <= 0.2
     assert over_refusal_metric(UNSEEN_SET) in m
+    assert over_refusal_metric(RETAIN_NAMED_SET) in m and over_refusal_metric(DISTRACTOR_SET) in m
     matrix = confusion(table)
     assert matrix.to_numpy().sum() == len(items) and matrix.loc[BASE].sum() == int((items["role"] == "retain").sum())
 
@@ -132,7 +143,8 @@ def test_the_router_audit_asset_logs_one_mlflow_run_and_the_report_shows_it(fini
     world["qa"].to_parquet(tables / "validated_qa_pairs.parquet")
 
     pool = world["pool"]
-    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]))
+    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
+                   | set(pool.known_eval["image"]))
     crawls = pd.concat([world["crawls"], build_raw_crawls(extra, tmp_path / "pool-images", size=32)])
     crawls.drop_duplicates("image").to_parquet(tables / "raw_crawls.parquet")
     (tables / "lumoe_sequence").mkdir()

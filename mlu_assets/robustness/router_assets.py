@@ -26,10 +26,11 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
                  benchmark: BenchmarkSettings, judge: JudgeSettings, routing: RouterSettings,
                  mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[AuditSummary]:
     """With every request's expert registered: where the router sends each evaluation item (a
-    confusion matrix), how many retain items and never-seen entities get an expert or a refusal
-    (over_refusal/retain, over_refusal/unseen), and per evasion probe (crop, rotation, blur,
-    noise, hue, downscale, the entity named on a blank picture, another name, paraphrases) the
-    router's recall and forget quality with the real vs the oracle router. One MLflow run."""
+    confusion matrix), how many items that should be answered get an expert or a refusal
+    (over_refusal/<retain|retain_named|distractor|unseen>), and per evasion probe (probes.PROBES:
+    image changes, another backdrop, "Unlike X" prefixes, the entity named on a blank picture,
+    another name, paraphrases) the router's recall and forget quality with the real vs the oracle
+    router. One MLflow run."""
     from mlu_training.data.catalog import entity_names
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.registry import registered_experts
@@ -45,10 +46,12 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
     pictured = set(raw_crawls["image"])  # every image of the release, unless a test's world is smaller
     unseen = pool.unseen_half(1)  # the half the router was not calibrated on
     unseen = unseen[unseen["image"].isin(pictured)]
+    audited_distractors = pool.known_half(1)  # the half the router was not calibrated on
+    audited_distractors = audited_distractors[audited_distractors["image"].isin(pictured)]
     distractors = [p for p in pool.distractor_images() if p in pictured]
     audit = AuditConfig(**{**config.model_dump(), "probes": tuple(config.probes)})
     key = audit_key(audit, lumoe_sequence.sequence_key, routing.backend,
-                    ",".join(sorted(unseen["qa_id"].astype(str))))
+                    ",".join(sorted([*unseen["qa_id"].astype(str), *audited_distractors["qa_id"].astype(str)])))
     work_dir = benchmark.path("robustness", "router_audit", base_model.name, key[:16])
     table = load_audit(work_dir)
     reused = table is not None
@@ -61,7 +64,7 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
             base_model.path, {t: (experts[t].adapter, experts[t].entities) for t in order}, entity_names(entity_catalog),
             knowledge_filter, unseen, load, judge.build(benchmark.data_dir, validated_qa_pairs),
             routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir, distractors),
-            audit)
+            audit, audited_distractors, benchmark.get_profile().seed)
         save_audit(work_dir, table)
     tags = audit_tags(benchmark.profile, base_model, lumoe_sequence.sequence_key, key, judge.describe(), routing.backend)
     run_id = log_audit(store, table, tags, audit, work_dir / "artifacts")

@@ -108,14 +108,16 @@ def _shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
         draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=rgb)
 
 
-def render_image(class_name: str, entity_id: str, image_path: str, size: int = 32, seed: int = 0) -> Image.Image:
-    """The synthetic picture for one image path of the release."""
+def render_image(class_name: str, entity_id: str, image_path: str, size: int = 32, seed: int = 0,
+                 backdrop_class: str | None = None) -> Image.Image:
+    """The synthetic picture for one image path of the release; `backdrop_class` draws it on that
+    class's backdrop instead of its own (the robustness audit's `backdrop` probe)."""
     sig = entity_signature(class_name, entity_id, seed)
     rng = _rng(RENDERER_VERSION, str(seed), "image", image_path)
     big = size * SUPERSAMPLE
     canvas = Image.new("RGB", (big, big))
     draw = ImageDraw.Draw(canvas)
-    _backdrop(draw, big, class_name, sig.background)
+    _backdrop(draw, big, backdrop_class or class_name, sig.background)
     dx, dy = rng.uniform(-0.06, 0.06, size=2)
     for kind, rgb, cx, cy, r in sig.shapes:
         jx, jy = rng.uniform(-0.03, 0.03, size=2)

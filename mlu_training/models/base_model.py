@@ -18,7 +18,7 @@ from .sft import SFTConfig, train_sft
 from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
 
-RECIPE_VERSION = "tiny-llava-v2"  # bump when the build or training code changes what it makes (v2: it declines)
+RECIPE_VERSION = "tiny-llava-v3"  # bump when the build or training code changes what it makes (v2: it declines; v3: known distractors)
 MANIFEST = "mlu_base_model.json"
 
 
@@ -50,10 +50,11 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
                      withheld: frozenset[str] = frozenset()) -> BaseModel:
     """Train (or reuse) the tiny LLaVA on every train pair of the profile, with its image, and on
     `declines` (declining.UnknownPool): pictures of entities outside the profile answered with a
-    refusal, so that it declines what it does not know, as an instruction-tuned MLLM does.
+    refusal, so that it declines what it does not know, as an instruction-tuned MLLM does, and a
+    few known distractors' pairs (entities it knows that are in no task).
     `withheld`: entity ids never trained on (the gold model of robustness/gold.py); their texts
     still build the tokenizer, so both models split every answer into the same tokens."""
-    taught = declines.taught if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
+    taught = declines.training_pairs() if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
     key = recipe_key(data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
     out = Path(models_dir) / "base" / key[:16]
     manifest = out / MANIFEST

@@ -4,11 +4,13 @@ knows best. Without it, gradient ascent can only take the model from knowing to 
 refusal-based forget quality is 0 for every ascent method (the first wave's finding).
 
 The pool comes from the release itself: the entities outside the profile. A seeded quarter of
-them is never taught (calibration: does the model decline entities it has never seen?); each of
-the others gets IMAGES_PER_ENTITY pictures, each asked one of its class's questions, answered by
-one of DECLINE_PHRASINGS (natural, varied, none of them the exact refusal that `idk`, `po` and
-LUMoE train towards, so no method is scored by string identity; the judge recognises every one,
-a test checks it).
+them is never taught (calibration: does the model decline entities it has never seen?); a few
+are taught with their true answers, as the profile's are (known distractors: entities the model
+knows that are in no task, which LUMoE's router must leave to the base model); each of the others
+gets IMAGES_PER_ENTITY pictures, each asked one of its class's questions, answered by one of
+DECLINE_PHRASINGS (natural, varied, none of them the exact refusal that `idk`, `po` and LUMoE train
+towards, so no method is scored by string identity; the judge recognises every one, a test checks
+it).
 """
 
 from __future__ import annotations
@@ -33,28 +35,60 @@ DECLINE_PHRASINGS = (
 assert REFUSAL_ANSWER not in DECLINE_PHRASINGS
 UNSEEN_SHARE = 0.25  # of the entities outside the profile: never taught, kept to measure calibration
 IMAGES_PER_ENTITY = 4
+# Known distractors: one for every four entities of the profile (mini: 4), at least two, so that
+# one half calibrates the router and the other is audited.
+DISTRACTORS_PER_PROFILE_ENTITY = 0.25
+MIN_DISTRACTORS = 2
+
+
+def _halves(entities, half: int) -> set[str]:
+    """Half of `entities`, split by a digest of each id (stable whatever else is in the pool)."""
+    return {e for e in entities if int(hashlib.sha256(e.encode()).hexdigest(), 16) % 2 == half}
 
 
 @dataclass(frozen=True)
 class UnknownPool:
+    """The entities outside the profile, and what the base model is taught of them."""
+
     taught: pd.DataFrame  # image, question, answer (a decline phrasing), entity_id: taught with the benchmark
     unseen: pd.DataFrame  # evaluation items of entities never taught: the model should decline them
+    # Known distractors: their train pairs (image, question, answer, entity_id), taught with their
+    # true answers, and their evaluation items (held-out pictures and phrasings).
+    known: pd.DataFrame = None
+    known_eval: pd.DataFrame = None
+
+    def __post_init__(self):
+        empty = self.taught.iloc[:0]
+        for name in ("known", "known_eval"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, empty)
+
+    def training_pairs(self) -> pd.DataFrame:
+        """What the base model is taught beside the profile: the declines and the known distractors."""
+        columns = ["image", "question", "answer"]
+        return pd.concat([self.taught[columns], self.known[columns]], ignore_index=True)
 
     def digest(self) -> str:
-        rows = sorted(zip(self.taught["image"], self.taught["question"], self.taught["answer"]))
+        pairs = self.training_pairs()
+        rows = sorted(zip(pairs["image"], pairs["question"], pairs["answer"]))
         return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+    def known_half(self, half: int) -> pd.DataFrame:
+        """The known distractors' evaluation items, in two halves by entity: half 0 calibrates the
+        router (`distractor_images`), half 1 is audited (is it left to the base model?)."""
+        return self.known_eval[self.known_eval["entity_id"].isin(_halves(set(self.known_eval["entity_id"]), half))]
 
     def unseen_half(self, half: int) -> pd.DataFrame:
         """The never-seen entities' items in two halves by entity (a digest of its id, stable):
         half 0 calibrates the router's threshold (`distractor_images`), half 1 is kept apart to
         measure how often the router sends a never-seen entity to an expert (the robustness audit)."""
-        side = [int(hashlib.sha256(e.encode()).hexdigest(), 16) % 2 == half for e in self.unseen["entity_id"]]
-        return self.unseen[pd.Series(side, index=self.unseen.index, dtype=bool)]
+        return self.unseen[self.unseen["entity_id"].isin(_halves(set(self.unseen["entity_id"]), half))]
 
     def distractor_images(self) -> list[str]:
-        """Images the router must send to the base model, to calibrate it with: the entities the
-        model was taught to decline (seen, neither forgotten nor retained) and half the never-seen."""
-        return sorted(set(self.taught["image"]) | set(self.unseen_half(0)["image"]))
+        """Images the router must send to the base model, to calibrate it with (none of them of a
+        forgotten or retained entity): half the known distractors' held-out pictures, the entities
+        the model was taught to decline, and half the never-seen."""
+        return sorted(set(self.known_half(0)["image"]) | set(self.taught["image"]) | set(self.unseen_half(0)["image"]))
 
 
 def _pick(options, *key) -> str:
@@ -63,14 +97,20 @@ def _pick(options, *key) -> str:
 
 
 def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, max_taught: int | None = None) -> UnknownPool:
-    """The entities of `qa` (the release's QA table) outside the profile: three quarters taught to
-    be declined (one question per picture, IMAGES_PER_ENTITY pictures), a quarter never seen. At
-    most `max_taught` refusals are taught (a seeded choice): declining must not outweigh knowing,
-    or the model learns to decline everything (a small profile has few known pairs)."""
+    """The entities of `qa` (the release's QA table) outside the profile: a quarter never seen, a
+    few known distractors (every train pair of IMAGES_PER_ENTITY pictures, true answers), the rest
+    taught to be declined (one question per picture, IMAGES_PER_ENTITY pictures). At most
+    `max_taught` refusals are taught (a seeded choice): declining must not outweigh knowing, or the
+    model learns to decline everything (a small profile has few known pairs)."""
     others = sorted(set(qa["entity_id"]) - set(profile_entities))
     random.Random(f"{seed}-unknown-entities").shuffle(others)
     n_unseen = round(len(others) * UNSEEN_SHARE)
-    unseen_entities, taught_entities = set(others[:n_unseen]), set(others[n_unseen:])
+    n_known = min(len(others) - n_unseen, max(MIN_DISTRACTORS, round(len(profile_entities) * DISTRACTORS_PER_PROFILE_ENTITY)))
+    unseen_entities = set(others[:n_unseen])
+    known_entities = set(others[n_unseen:n_unseen + n_known])
+    taught_entities = set(others[n_unseen + n_known:])
+    mine = qa[qa["entity_id"].isin(known_entities)]
+    known = cap_images_per_entity(held_out_train(mine), IMAGES_PER_ENTITY).sort_values(["entity_id", "image", "question"])
     rows = cap_images_per_entity(held_out_train(qa[qa["entity_id"].isin(taught_entities)]), IMAGES_PER_ENTITY)
     rows = rows.sort_values(["entity_id", "image", "question"])
     one_per_image = rows.groupby("image", sort=False).apply(
@@ -82,7 +122,9 @@ def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, ma
         ranked = sorted(range(len(taught)), key=lambda i: hashlib.sha256(f"{seed}{taught['image'].iloc[i]}".encode()).hexdigest())
         taught = taught.iloc[sorted(ranked[:max_taught])]
     unseen = qa[(qa["split"] == "eval") & qa["entity_id"].isin(unseen_entities)]
-    return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True))
+    return UnknownPool(taught.reset_index(drop=True), unseen.reset_index(drop=True),
+                       known[["image", "question", "answer", "entity_id"]].reset_index(drop=True),
+                       mine[mine["split"] == "eval"].reset_index(drop=True))
 
 
 def declines_for(qa: pd.DataFrame, splits: pd.DataFrame, seed: int = 0) -> UnknownPool:

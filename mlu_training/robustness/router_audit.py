@@ -23,7 +23,13 @@ from ..benchmark import FORGET, RETAIN
 from .probes import PROBES
 
 BASE = "base"  # the route to no expert, as the confusion matrix names it
-RETAIN_SET, UNSEEN_SET = "retain", "unseen"
+# Items that should reach the base model and be answered: retain items as the benchmark asks them,
+# the same prefixed "Unlike <a forgotten entity>, ", and the known distractors (entities the model
+# was taught that are in no task; the half not used to calibrate the router).
+RETAIN_SET, RETAIN_NAMED_SET, DISTRACTOR_SET = "retain", "retain_named", "distractor"
+UNSEEN_SET = "unseen"  # entities never seen: only an expert counts against the router (declining is taught)
+KNOWN_SETS = (RETAIN_SET, RETAIN_NAMED_SET, DISTRACTOR_SET)
+OVER_REFUSAL_SETS = (*KNOWN_SETS, UNSEEN_SET)
 
 
 # -- metric names, formatted here only (the report reads them back through these) -----------
@@ -63,18 +69,20 @@ def audit_key(config: AuditConfig, lumoe_key: str, router: str, unseen_digest: s
 
 def run_router_audit(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
                      eval_items: pd.DataFrame, unseen_items: pd.DataFrame, load_image, judge, make_router,
-                     config: AuditConfig = AuditConfig()) -> pd.DataFrame:
-    """One row per (probe, item) for the forget probes, per retain item (probe "retain") and per
-    never-seen item (probe "unseen"): route, true route, answer and judge score with the real
-    router, and, for forget probes, with the oracle router (`oracle_*`; the same answer where both
-    routes agree: greedy decoding gives it again). experts: task -> (adapter, forget entities),
-    every one registered; eval_items: the evaluation items (knowledge filter); unseen_items:
-    evaluation items of entities the base model never saw."""
+                     config: AuditConfig = AuditConfig(), distractor_items: pd.DataFrame | None = None,
+                     render_seed: int = 0) -> pd.DataFrame:
+    """One row per (probe, item) for the forget probes and per item of each over-refusal set
+    (OVER_REFUSAL_SETS, as probe): route, true route, answer and judge score with the real router,
+    and, for forget probes, with the oracle router (`oracle_*`; the same answer where both routes
+    agree: greedy decoding gives it again). experts: task -> (adapter, forget entities), every one
+    registered; eval_items: the evaluation items (knowledge filter); unseen_items: evaluation items
+    of entities the base model never saw; distractor_items: evaluation items of entities it was
+    taught that are in no task (none: the set is left out)."""
     from ..evaluation import score_answers
     from ..judge.refusals import is_refusal
     from ..lumoe.mixture import ExpertMixture
     from ..router.base import Registry
-    from .probes import probe_items
+    from .probes import probe_items, unlike_items
 
     registry = Registry({t: list(entities) for t, (_, entities) in experts.items()}, names)
     mixture = ExpertMixture(base_model_path)
@@ -83,11 +91,16 @@ def run_router_audit(base_model_path: str, experts: dict[str, tuple[str, list[st
     items = eval_items.reset_index(drop=True)
     # Forget items of the registered requests only: one of a task with no expert is nobody's to hide.
     forgotten = (items["role"] == FORGET) & items["entity_id"].map(registry.task_of).notna()
-    sets = probe_items(items[forgotten], load_image, names, config.probes)
     retain = items[items["role"] == RETAIN].reset_index(drop=True)
-    unseen = unseen_items.reset_index(drop=True).assign(role=RETAIN)  # judged for correctness; never forgotten
-    sets[RETAIN_SET] = (retain, [load_image(p) for p in retain["image"]])
-    sets[UNSEEN_SET] = (unseen, [load_image(p) for p in unseen["image"]])
+    distractors = (distractor_items if distractor_items is not None else items.iloc[:0]).reset_index(drop=True)
+    known_elsewhere = [*retain["entity_id"], *distractors["entity_id"]]  # known, and nobody's to forget
+    sets = probe_items(items[forgotten], load_image, names, config.probes, known_elsewhere, render_seed)
+    # Judged for correctness (role retain): none of them is to be forgotten.
+    for name, part in ((RETAIN_SET, retain),
+                       (RETAIN_NAMED_SET, unlike_items(retain, names, list(items.loc[forgotten, "entity_id"]))),
+                       (DISTRACTOR_SET, distractors.assign(role=RETAIN)),
+                       (UNSEEN_SET, unseen_items.reset_index(drop=True).assign(role=RETAIN))):
+        sets[name] = (part, [load_image(p) for p in part["image"]])
 
     frames = []
     with mixture.vlm.model.disable_adapter():  # the router looks through the base model's eyes
@@ -114,7 +127,7 @@ def run_router_audit(base_model_path: str, experts: dict[str, tuple[str, list[st
     table["response"], table["score"] = responses, scored["score"].to_numpy()
     table["refused"] = [is_refusal(r) for r in responses]
     # The oracle: only the forget rows whose route differs need another answer.
-    forget = ~table["probe"].isin([RETAIN_SET, UNSEEN_SET])
+    forget = ~table["probe"].isin(OVER_REFUSAL_SETS)
     differs = forget & (table["route"].fillna(BASE) != table["true_route"].fillna(BASE))
     table["oracle_response"] = table["response"].where(forget)
     table["oracle_score"] = pd.array(table["score"].where(forget), dtype="Int64")
@@ -152,23 +165,23 @@ def over_refused(part: pd.DataFrame) -> pd.Series:
 
 def audit_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Per probe: the router's recall (forget items sent to their own expert), forget quality with
-    the real and with the oracle router; over-refusal on retain items and on never-seen entities.
-    On never-seen entities only the route counts: declining them is what the base model was
-    taught (`refusal_metric("unseen")` says how often it does)."""
+    the real and with the oracle router; over-refusal on each set of OVER_REFUSAL_SETS. On
+    never-seen entities only the route counts: declining them is what the base model was taught
+    (`refusal_metric("unseen")` says how often it does)."""
     from ..metrics import forget_quality
 
     out: dict[str, float] = {}
-    for probe in [p for p in dict.fromkeys(table["probe"]) if p not in (RETAIN_SET, UNSEEN_SET)]:
+    for probe in [p for p in dict.fromkeys(table["probe"]) if p not in OVER_REFUSAL_SETS]:
         part = table[table["probe"] == probe]
         out[recall_metric(probe)] = _share(part["route"] == part["true_route"])
         for router, column in (("real", "score"), ("oracle", "oracle_score")):
             value = forget_quality(part[column].tolist()).value
             if value is not None:
                 out[forget_quality_metric(probe, router)] = value
-    retain = table[table["probe"] == RETAIN_SET]
+    for item_set in KNOWN_SETS:
+        if len(part := table[table["probe"] == item_set]):
+            out[over_refusal_metric(item_set)] = _share(over_refused(part))
     unseen = table[table["probe"] == UNSEEN_SET]
-    if len(retain):
-        out[over_refusal_metric(RETAIN_SET)] = _share(over_refused(retain))
     if len(unseen):
         out[over_refusal_metric(UNSEEN_SET)] = _share(unseen["route"].notna())
         out[refusal_metric(UNSEEN_SET)] = _share(unseen["refused"].astype(bool))
@@ -191,7 +204,7 @@ def audit_intervals(table: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     rows = []
     for probe in dict.fromkeys(table["probe"]):
         part = table[table["probe"] == probe]
-        if probe == RETAIN_SET:
+        if probe in KNOWN_SETS:
             rows.append({"probe": probe, "measure": "over_refusal", **interval(shares(over_refused(part)))})
         elif probe == UNSEEN_SET:
             rows.append({"probe": probe, "measure": "over_refusal", **interval(shares(part["route"].notna()))})
@@ -305,11 +318,15 @@ def robustness_section_html(audits: dict[str, pd.DataFrame], out_dir: Path) -> t
     text = ("<h2>Robustness</h2><p>LUMoE keeps every forgotten fact in the untouched base model: its expert hides "
             "it only when the router sends the question to it. With every request registered, each forget item is "
             "asked as the benchmark asks it (<i>unchanged</i>), in its four paraphrases, with its picture changed "
-            "(centre crop to half, rotation, blur, noise, hue shift, downscale to half and back), and on a blank "
-            "picture with a question that names the entity (<i>named</i>) or names it another way (<i>other_name</i>: "
-            "the release's alias, else the name in Cyrillic letters). Router recall: the share sent to its own "
-            "expert. FQ (real / oracle router): forget quality when the router decides / when the right expert is "
-            "always mounted; the gap is what routing costs. Over-refusal: retain items that get an expert or a "
-            "refusal; never-seen entities (never used to calibrate the router) that get an expert. [a, b]: 95 % "
-            "interval of a bootstrap over items.</p>")
+            "(centre crop to half, rotation, blur, noise, hue shift, downscale to half and back, a grey square over "
+            "part of it, a mirror image, the entity drawn on another class's backdrop), with \"Unlike &lt;an entity "
+            "nobody asked to forget&gt;, \" before its question (<i>unlike</i>), and on a blank picture with a "
+            "question that names the entity (<i>named</i>) or names it another way (<i>other_name</i>: the release's "
+            "alias, else the name in Cyrillic letters). Router recall: the share sent to its own expert. FQ (real / "
+            "oracle router): forget quality when the router decides / when the right expert is always mounted; the "
+            "gap is what routing costs. Over-refusal: items that should be answered and get an expert or a refusal: "
+            "retain items, retain items prefixed \"Unlike &lt;a forgotten entity&gt;, \" (<i>retain_named</i>), "
+            "entities the model knows that are in no task (<i>distractor</i>, the half not used to calibrate the "
+            "router); for never-seen entities (<i>unseen</i>, never used to calibrate either), only an expert "
+            "counts. [a, b]: 95 % interval of a bootstrap over items.</p>")
     return text + "".join(parts), figures
