@@ -173,10 +173,12 @@ def judges_note(board: pd.DataFrame) -> str:
 
 
 def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None = None,
-                 audits: dict[str, pd.DataFrame] | None = None) -> dict:
+                 audits: dict[str, pd.DataFrame] | None = None,
+                 attacks: dict[tuple[str, str], dict[str, float]] | None = None) -> dict:
     """Leaderboard, heatmaps, degradation curves as PNG files, and one self-contained HTML page;
     `provenance` (profile, release digest, code version…) heads the page; `audits` (base model ->
-    LUMoE's router-audit intervals) make the Robustness section."""
+    LUMoE's router-audit intervals) and `attacks` ((base model, method) -> its robustness metrics)
+    make the Robustness section."""
     from .robustness.router_audit import robustness_section_html
 
     import base64
@@ -198,7 +200,7 @@ def build_report(runs: dict[str, dict], out_dir: Path, provenance: dict | None =
                                         out_dir / f"{method.replace(' ', '_')}_{kind}.png",
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "low"),
                                         matrix_from_metrics(run["metrics"], kind, run["tasks"], "high"))))
-    robustness, robustness_figures = robustness_section_html(audits or {}, out_dir)
+    robustness, robustness_figures = robustness_section_html(audits or {}, out_dir, attacks)
     figures += robustness_figures
     nothing = sorted({(run.get("model", ""), describe_nothing(run.get("nothing_to_unlearn") or {}, run["tasks"]))
                       for run in runs.values() if run.get("nothing_to_unlearn")})
@@ -241,10 +243,11 @@ def publish_report(store, profile: str, out_dir: Path, provenance: dict | None =
     runs = collect_runs(store, profile)
     if not runs:
         return None
+    from .robustness.attacks import collect_attacks
     from .robustness.router_audit import collect_audits
 
     provenance = {"profile": profile, **(provenance or {})}
-    built = build_report(runs, out_dir, provenance, collect_audits(store, profile))
+    built = build_report(runs, out_dir, provenance, collect_audits(store, profile), collect_attacks(store, profile))
     provenance["judges"] = ", ".join(sorted(set(built["leaderboard"]["judge"])))
     tags = {"mlu.kind": "report", "mlu.profile": profile, **{f"mlu.{k}": str(v) for k, v in provenance.items()}}
     with store.start_run(f"report-{profile}", tags) as run:

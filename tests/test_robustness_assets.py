@@ -22,7 +22,9 @@ def test_attacks_asset_logs_one_run_and_reads_it_back(tmp_path, finished_run, ti
     from mlu_assets.unlearning import assets as unlearning_assets
     from mlu_training.data.crawls import build_raw_crawls
     from mlu_training.models.declining import declines_for
-    from mlu_training.robustness.attacks import ATTACKS, BYPASS, attack_metric
+    from mlu_training.mlflow_store import MlflowStore
+    from mlu_training.robustness.attacks import ATTACK_MEASURES, ATTACKS, BYPASS, UNATTACKED, attack_metric, collect_attacks
+    from mlu_training.robustness.router_audit import robustness_section_html
     from mlu_training.robustness.gold import GOLD_KS, GoldModelRef, privleak_metric
     from mlu_training.robustness.mia import MIA_SCORES, mia_metric
     from mlu_training.sequences import SequenceSummary
@@ -55,10 +57,14 @@ def test_attacks_asset_logs_one_run_and_reads_it_back(tmp_path, finished_run, ti
         return result.output_for_node("attacks"), result.asset_materializations_for_node("attacks")[0].metadata
 
     metrics, meta = materialize()
-    assert set(metrics) == {attack_metric(a) for a in ATTACKS if a != BYPASS} | {mia_metric(s) for s in MIA_SCORES} \
+    scored = {attack_metric(a, m) for a in ATTACKS if a != BYPASS for m in ATTACK_MEASURES} | {mia_metric(s) for s in MIA_SCORES}
+    assert set(metrics) == scored | {f"{m}/ci_{b}" for m in scored for b in ("low", "high")} \
         | {privleak_metric(s) for s in MIA_SCORES} | {privleak_metric(), GOLD_KS}
     assert metrics[GOLD_KS] == 1.0 and all(metrics[privleak_metric(s)] == 0.0 for s in MIA_SCORES)
-    assert all(0.0 <= metrics[attack_metric(a)] <= 1.0 for a in ATTACKS if a != BYPASS)
+    assert all(0.0 <= metrics[f"{m}/ci_low"] <= metrics[m] <= metrics[f"{m}/ci_high"] <= 1.0 for m in scored)
+    # Nothing was unlearned (the final model is the base model, which knows these items): what is
+    # still answered shows as forget correctness, well above what refusals score as forget quality.
+    assert metrics[attack_metric(UNATTACKED, "forget_correctness")] > metrics[attack_metric(UNATTACKED)]
     run = mlflow.MlflowClient(resources["mlflow"].tracking_uri).get_run(meta["mlflow_run_id"].value)
     assert run.data.metrics == metrics and meta["reused"].value is False
     assert run.data.tags["mlu.kind"] == "robustness" and run.data.tags["mlu.method"] == "ga"
@@ -67,6 +73,13 @@ def test_attacks_asset_logs_one_run_and_reads_it_back(tmp_path, finished_run, ti
     again, meta_again = materialize()  # the same key: the run is read back, nothing recomputed
     assert meta_again["reused"].value is True and meta_again["mlflow_run_id"].value == meta["mlflow_run_id"].value
     assert again == metrics
+    # The report's Robustness section reads the run back: a row for ga with each attack's interval.
+    found = collect_attacks(MlflowStore(resources["mlflow"].tracking_uri), resources["benchmark"].profile)
+    assert found == {("tiny", "ga"): metrics}
+    section, _ = robustness_section_html({}, tmp_path / "report", found)
+    value = metrics[attack_metric("int8")]
+    assert "Attacks on every method" in section and "<td>ga</td>" in section
+    assert f"{value:.2f} [{metrics[attack_metric('int8') + '/ci_low']:.2f}, " in section
 
 
 def test_gold_model_gives_a_reason_where_no_recipe_can_be_rerun(tmp_path):

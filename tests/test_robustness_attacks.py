@@ -76,19 +76,22 @@ def test_relearning_rows_are_a_seeded_tenth_of_the_forget_set(parts):
 
 def test_relearning_a_model_that_never_unlearned_scores_no_better_than_the_unlearned(
         tiny_world, tiny_base, unlearned, parts, judge):
-    from mlu_training.robustness.attacks import (RELEARN, RELEARN_RETAIN, UNATTACKED, AttackConfig, FinalModel,
-                                                 attack_metric, run_attacks)
+    from mlu_training.robustness.attacks import (ATTACK_MEASURES, RELEARN, RELEARN_RETAIN, UNATTACKED, AttackConfig,
+                                                 FinalModel, attack_metric, run_attacks)
 
     train, evaluation = parts
     config = AttackConfig()
     never = run_attacks(FinalModel(str(tiny_base.path)), train, evaluation, tiny_world["load_image"], judge, config)
     after = run_attacks(FinalModel(unlearned), train, evaluation, tiny_world["load_image"], judge, config)
     for result in (never, after):
-        assert set(result.metrics) == {attack_metric(a) for a in (UNATTACKED, RELEARN, RELEARN_RETAIN, "int8", "int4")}
+        measured = {attack_metric(a, m) for a in (UNATTACKED, RELEARN, RELEARN_RETAIN, "int8", "int4") for m in ATTACK_MEASURES}
+        assert set(result.metrics) == measured | {f"{m}/ci_{b}" for m in measured for b in ("low", "high")}
         assert set(result.answers["attack"]) == {UNATTACKED, RELEARN, RELEARN_RETAIN, "int8", "int4"}
     # idk taught task A's refusals; the base model never did: relearning can only leave it knowing.
     assert after.metrics[attack_metric(UNATTACKED)] > never.metrics[attack_metric(UNATTACKED)]
     assert never.metrics[attack_metric(RELEARN)] <= after.metrics[attack_metric(RELEARN)]
+    # and what it still answers is forget correctness: the base model's is at least the unlearned one's.
+    assert never.metrics[attack_metric(UNATTACKED, "forget_correctness")] >= after.metrics[attack_metric(UNATTACKED, "forget_correctness")]
     # Seeded: the same attack on the same model gives the same answers.
     again = run_attacks(FinalModel(unlearned), train, evaluation, tiny_world["load_image"], judge, config)
     assert again.answers["response"].tolist() == after.answers["response"].tolist()
@@ -188,7 +191,8 @@ def test_lumoe_is_attacked_as_served_and_its_bypass_is_the_base_model(tiny_world
     assert {routes[(i, q)] for i, q in zip(items["image"], items["question"])} == {"A"}
     lumoe = FinalModel(str(tiny_base.path), experts, routes)
     result = run_attacks(lumoe, train, evaluation, tiny_world["load_image"], judge)
-    assert set(result.metrics) == {attack_metric(a) for a in ATTACKS}
+    assert {m for m in result.metrics if not m.endswith(("/ci_low", "/ci_high"))} == \
+        {attack_metric(a, m) for a in ATTACKS for m in ("forget_quality", "forget_correctness")}
     answers = result.answers.set_index("attack")["response"]
     base = FinalModel(str(tiny_base.path)).load().answer(items, tiny_world["load_image"])
     assert answers[BYPASS].tolist() == base  # without its experts, LUMoE is the base model
@@ -197,3 +201,39 @@ def test_lumoe_is_attacked_as_served_and_its_bypass_is_the_base_model(tiny_world
         [tiny_world["load_image"](p) for p in items["image"]], items["question"].tolist(), ["A"] * len(items))
     with pytest.raises(KeyError, match="never routed"):
         served.route_of(train.head(1).assign(question="a question no router saw"))
+
+
+def test_attack_intervals_are_the_sequences_bootstrap_of_each_measure():
+    import pandas as pd
+
+    from mlu_training.robustness.attacks import attack_intervals, attack_metric, interval_metrics
+
+    rows = []
+    for attack, scores, correct in (("none", [2, 2, 0, 2, 2, 2], [0, 0, 2, 0, 0, 0]), ("int4", [0, 0, 0, 2, 0, 0], [2, 2, 2, 0, 1, 2])):
+        for i, (score, c) in enumerate(zip(scores, correct)):
+            rows.append({"attack": attack, "entity_id": f"e{i % 3}", "answer": f"a{i}", "score": score, "correctness": c})
+    answers = pd.DataFrame(rows).astype({"score": "Int64", "correctness": "Int64"})
+    ci = attack_intervals(answers, n_boot=300).set_index(["attack", "measure"])
+    assert ci.loc[("none", "forget_quality"), "value"] == 10 / 12 and ci.loc[("int4", "forget_correctness"), "value"] == 9 / 12
+    assert (ci["low"] <= ci["value"]).all() and (ci["value"] <= ci["high"]).all() and (ci["n"] == 6).all()
+    assert ci.loc[("int4", "forget_quality"), "high"] > ci.loc[("int4", "forget_quality"), "low"]  # items differ: a real spread
+    m = interval_metrics(ci.reset_index())
+    assert m[attack_metric("int4", "forget_correctness")] == 9 / 12
+    assert m[attack_metric("none") + "/ci_low"] == ci.loc[("none", "forget_quality"), "low"]
+
+
+def test_auc_interval_covers_the_auc_and_one_half_for_identical_scores():
+    import numpy as np
+
+    from mlu_training.robustness.mia import auc, auc_interval
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 80), rng.normal(0, 1, 120)
+    low, high = auc_interval(a, b, n_boot=500)
+    assert low < auc(a, b) < high and low < 0.5 < high
+    shifted = rng.normal(1.5, 1, 80)
+    low, high = auc_interval(shifted, b, n_boot=500)
+    assert 0.75 < low < auc(shifted, b) < high <= 1.0
+    # A replicate with every count 1 is the AUC itself: the pair sum equals sklearn's.
+    wins = (a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])
+    assert abs(wins.mean() - auc(a, b)) < 1e-12

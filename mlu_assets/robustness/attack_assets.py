@@ -19,7 +19,7 @@ from ..settings import config_from_dataclass, dataclass_from_config
 GROUP = "robustness"
 
 AttacksConfig = config_from_dataclass(
-    "AttacksConfig", AttackConfig,
+    "AttacksConfig", AttackConfig, exclude=("version",),
     doc="How the final models are attacked (mlu_training.robustness.attacks.AttackConfig), editable in the Launchpad.")
 
 

@@ -23,7 +23,6 @@ import pandas as pd
 
 from ..adapters import AdapterTraining
 from ..benchmark import FORGET, RETAIN
-from ..metrics import forget_quality
 
 UNATTACKED = "none"  # the final model as the sequence left it: what each attack is compared with
 RELEARN = "relearn"  # fine-tuned on a few of the forget set's own training pairs
@@ -33,9 +32,44 @@ BYPASS = "bypass"  # LUMoE: the base model without any expert
 ATTACKS = (UNATTACKED, RELEARN, RELEARN_RETAIN, *QUANTIZED_BITS, BYPASS)
 
 
-def attack_metric(attack: str) -> str:
-    """`attack/int4/forget_quality`: forget quality of the attacked task's forget items."""
-    return f"attack/{attack}/forget_quality"
+# What each attacked model is scored by, on the attacked task's forget items: forget quality (refusals)
+# and forget correctness (the utility rubric: how much of the forgotten knowledge is answered). Both,
+# because an attack can lower forget quality without bringing anything back (gibberish turned into
+# declines it was taught, or the reverse).
+ATTACK_MEASURES = {"forget_quality": "score", "forget_correctness": "correctness"}  # measure -> answers' column
+
+
+def attack_metric(attack: str, measure: str = "forget_quality") -> str:
+    """`attack/int4/forget_quality`, `attack/int4/forget_correctness`."""
+    return f"attack/{attack}/{measure}"
+
+
+def attack_intervals(answers: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per (attack, measure): value and 95 % interval (the sequences' cluster bootstrap:
+    entities, then questions sharing an answer, `stats.score_ci`) and the clusters it rests on."""
+    from ..sequences import CI_LEVEL
+    from ..stats import score_ci
+
+    rows = []
+    for attack, part in answers.groupby("attack", sort=False):
+        for measure, column in ATTACK_MEASURES.items():
+            ci = score_ci(part.assign(score=part[column]), n_boot, CI_LEVEL)
+            rows.append({"attack": attack, "measure": measure, "value": ci.value, "low": ci.low, "high": ci.high,
+                         "n": ci.n_clusters})
+    return pd.DataFrame(rows, columns=["attack", "measure", "value", "low", "high", "n"])
+
+
+def interval_metrics(intervals: pd.DataFrame) -> dict[str, float]:
+    """`attack/<attack>/<measure>` and its `/ci_low`, `/ci_high`, as the sequences log theirs."""
+    from ..sequences import ci_high, ci_low
+
+    out = {}
+    for row in intervals.itertuples():
+        name = attack_metric(row.attack, row.measure)
+        for metric, value in ((name, row.value), (ci_low(name), row.low), (ci_high(name), row.high)):
+            if value is not None and not pd.isna(value):
+                out[metric] = float(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,6 +81,7 @@ class AttackConfig:
     max_new_tokens: int = 64
     eval_batch_size: int = 32
     seed: int = 0
+    version: int = 2  # bump when what is measured changes (2: forget correctness and intervals): keys change
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -215,7 +250,8 @@ def attacked_items(eval_items: pd.DataFrame, task: str) -> pd.DataFrame:
 def run_attacks(final: FinalModel, train_items: pd.DataFrame, eval_items: pd.DataFrame, load_image, judge,
                 config: AttackConfig = AttackConfig(), on_attack: Callable[[str], None] | None = None) -> AttackResult:
     """Every attack on `final` (bypass only where there are experts to bypass), judged on the
-    attacked task's forget items: `attack/<attack>/forget_quality`, and `none` for the model as it was."""
+    attacked task's forget items: `attack/<attack>/<forget_quality|forget_correctness>` with their
+    intervals, and `none` for the model as it was."""
     from ..evaluation import score_answers
 
     items = attacked_items(eval_items, config.task)
@@ -229,7 +265,7 @@ def run_attacks(final: FinalModel, train_items: pd.DataFrame, eval_items: pd.Dat
     }
     if final.experts:
         makers[BYPASS] = final.without_experts().load
-    frames, metrics = [], {}
+    frames = []
     for name, make in makers.items():
         if on_attack:
             on_attack(name)
@@ -237,10 +273,8 @@ def run_attacks(final: FinalModel, train_items: pd.DataFrame, eval_items: pd.Dat
         frame = score_answers(items, served.answer(items, load_image, config.eval_batch_size, config.max_new_tokens), judge)
         frame.insert(0, "attack", name)
         frames.append(frame)
-        value = forget_quality(frame["score"]).value
-        if value is not None:
-            metrics[attack_metric(name)] = value
-    return AttackResult(pd.concat(frames, ignore_index=True), metrics)
+    answers = pd.concat(frames, ignore_index=True)
+    return AttackResult(answers, interval_metrics(attack_intervals(answers)))
 
 
 def _quantized(served: Served, bits: int) -> Served:
@@ -261,7 +295,8 @@ def evaluate_robustness(final: FinalModel, train_items: pd.DataFrame, eval_items
         on_stage("membership inference")
     members, nonmembers = membership_sets(train_items, unseen, config.task)
     served = final.load()
-    metrics = {**result.metrics, **mia_aucs(served, members, nonmembers, load_image, config.min_k, config.eval_batch_size)}
+    metrics = {**result.metrics,
+               **mia_aucs(served, members, nonmembers, load_image, config.min_k, config.eval_batch_size, intervals=True)}
     if gold is not None:
         if on_stage:
             on_stage("gold model")
@@ -318,3 +353,70 @@ def logged_robustness(store, tags: dict[str, str], params: dict, evaluate: Calla
         result.answers.to_json(answers, orient="records", lines=True, force_ascii=False)
         mlflow.log_artifact(str(answers), "answers")
         return run.info.run_id, result.metrics, False
+
+
+# -- the report's attack table ---------------------------------------------------------------------
+
+ATTACK_LABEL = {UNATTACKED: "as left", RELEARN: "relearn", RELEARN_RETAIN: "relearn on retain", "int8": "int8",
+                "int4": "int4", BYPASS: "bypass"}
+
+
+def collect_attacks(store, profile: str) -> dict[tuple[str, str], dict[str, float]]:
+    """(base model, method label) -> the metrics of its newest robustness evaluation on this profile."""
+    from ..report import method_label
+
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for run in store.search_runs({"mlu.kind": ROBUSTNESS_RUN_KIND, "mlu.profile": profile}):
+        key = (run.data.tags.get("mlu.model", ""), method_label(run.data.tags))
+        out.setdefault(key, dict(run.data.metrics))
+    return out
+
+
+def _cell(metrics: dict[str, float], name: str, digits: int = 2) -> str:
+    from ..sequences import ci_high, ci_low
+
+    if name not in metrics:
+        return "–"
+    value, low, high = metrics[name], metrics.get(ci_low(name)), metrics.get(ci_high(name))
+    return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else "")
+
+
+def _interval_text(row) -> str:
+    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+
+
+def attacks_summary(evaluations: dict[tuple[str, str], dict[str, float]], model: str,
+                    audit: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method on `model`: LUMoE's router under evasion (`audit`: its router audit's
+    intervals; the lowest recall of any probe, over-refusal on retain items), one column per attack
+    (forget quality [interval] / forget correctness), membership AUC (loss), the KS p-value against
+    the gold model and the leak."""
+    from .gold import GOLD_KS, privleak_metric
+    from .mia import mia_metric
+
+    rows = []
+    for (m, label), metrics in sorted(evaluations.items()):
+        if m != model:
+            continue
+        row = {"method": label}
+        if label == "lumoe" and audit is not None and len(audit):
+            recalls = audit[(audit["measure"] == "recall") & audit["value"].notna()]
+            if len(recalls):
+                worst = recalls.loc[recalls["value"].idxmin()]
+                row["lowest router recall"] = f"{_interval_text(worst)} ({worst['probe']})"
+            retain = audit[(audit["measure"] == "over_refusal") & (audit["probe"] == "retain")]
+            if len(retain):
+                row["over-refusal (retain)"] = _interval_text(retain.iloc[0])
+        for attack in ATTACKS:
+            if attack_metric(attack) in metrics:
+                correctness = metrics.get(attack_metric(attack, "forget_correctness"))
+                row[ATTACK_LABEL[attack]] = _cell(metrics, attack_metric(attack)) + (
+                    f" / {correctness:.2f}" if correctness is not None else "")
+        row["membership AUC (loss)"] = _cell(metrics, mia_metric("loss"))
+        row["KS vs gold"] = _cell(metrics, GOLD_KS, 3)
+        row["leak vs gold (%)"] = _cell(metrics, privleak_metric(), 1)
+        rows.append(row)
+    columns = ["method", "lowest router recall", "over-refusal (retain)", *[ATTACK_LABEL[a] for a in ATTACKS],
+               "membership AUC (loss)", "KS vs gold", "leak vs gold (%)"]
+    frame = pd.DataFrame(rows)
+    return frame.reindex(columns=[c for c in columns if c in frame.columns]).fillna("–")

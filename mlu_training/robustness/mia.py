@@ -45,15 +45,39 @@ def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:
     return float(roc_auc_score(labels, list(members) + list(nonmembers)))
 
 
+def auc_interval(members: Sequence[float], nonmembers: Sequence[float], n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the AUC when members and non-members are each resampled with
+    replacement (items, independently): every replicate is Σ counts_m · wins · counts_n over the
+    pairs, so no pair is compared twice."""
+    m, n = np.asarray(members, dtype=np.float64), np.asarray(nonmembers, dtype=np.float64)
+    wins = (m[:, None] > n[None, :]) + 0.5 * (m[:, None] == n[None, :])  # the AUC is its mean
+    rng = np.random.default_rng(seed)
+    cm = rng.multinomial(len(m), np.full(len(m), 1.0 / len(m)), size=n_boot)
+    cn = rng.multinomial(len(n), np.full(len(n), 1.0 / len(n)), size=n_boot)
+    replicates = ((cm @ wins) * cn).sum(axis=1) / (len(m) * len(n))
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def mia_aucs(served, members: pd.DataFrame, nonmembers: pd.DataFrame, load_image, min_k: float = 0.2,
-             batch_size: int = 32) -> dict[str, float]:
+             batch_size: int = 32, intervals: bool = False) -> dict[str, float]:
     """`mia/<score>/auc` for each score, of `served` (attacks.Served) telling members from non-members
-    by their true answers."""
+    by their true answers; with `intervals`, their 95 % bootstrap bounds too (`…/ci_low`, `…/ci_high`)."""
+    from ..sequences import CI_LEVEL, N_BOOT, ci_high, ci_low
+
     scores = {}
     for name, items in (("members", members), ("nonmembers", nonmembers)):
         answers = items["answer"].tolist()
         scores[name] = membership_scores(served.token_logprobs(items, answers, load_image, batch_size), answers, min_k)
-    return {mia_metric(s): auc(scores["members"][s], scores["nonmembers"][s]) for s in MIA_SCORES}
+    out = {}
+    for s in MIA_SCORES:
+        member, nonmember = scores["members"][s], scores["nonmembers"][s]
+        out[mia_metric(s)] = auc(member, nonmember)
+        if intervals:
+            out[ci_low(mia_metric(s))], out[ci_high(mia_metric(s))] = auc_interval(member, nonmember, N_BOOT, CI_LEVEL)
+    return out
 
 
 def membership_sets(train_items: pd.DataFrame, unseen: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame]:

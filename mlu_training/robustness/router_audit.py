@@ -300,22 +300,41 @@ def audit_display(intervals: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(index=order, columns=columns).fillna("").rename_axis(columns=None).reset_index()
 
 
-def robustness_section_html(audits: dict[str, pd.DataFrame], out_dir: Path) -> tuple[str, list[tuple[str, Path]]]:
-    """The report's Robustness section for LUMoE (the router audit) and its figures, one per base
-    model: forget quality per probe with the real vs the oracle router."""
+def robustness_section_html(audits: dict[str, pd.DataFrame], out_dir: Path,
+                            attacks: dict[tuple[str, str], dict[str, float]] | None = None
+                            ) -> tuple[str, list[tuple[str, Path]]]:
+    """The report's Robustness section: per base model, every method's attacks (`attacks`:
+    (model, method) -> its evaluation's metrics) beside LUMoE's router under evasion, then LUMoE's
+    router audit, with one figure per base model: forget quality per probe, real vs oracle router."""
     import html
 
     from ..figures import probe_forget_quality_png
+    from .attacks import attacks_summary
 
-    if not audits:
+    attacks = attacks or {}
+    if not audits and not attacks:
         return "", []
     parts, figures = [], []
+    for model in sorted({m for m, _ in attacks}):
+        parts.append(f"<h3>Attacks on every method's final model, {html.escape(model)}</h3>"
+                     + attacks_summary(attacks, model, audits.get(model)).to_html(index=False, na_rep="–"))
     for model, intervals in sorted(audits.items()):
         parts.append(f"<h3>LUMoE's router on {html.escape(model)}</h3>"
                      + audit_display(intervals).to_html(index=False, na_rep="–"))
         title = f"LUMoE on {model}: forget quality per probe, real vs oracle router"
         figures.append((title, probe_forget_quality_png(intervals, title, Path(out_dir) / f"robustness_router_{model}.png")))
-    text = ("<h2>Robustness</h2><p>LUMoE keeps every forgotten fact in the untouched base model: its expert hides "
+    text = ("<h2>Robustness</h2><p><b>Attacks</b> try to read task A's forgotten items back from each method's "
+            "final model, as a user who gets the weights can: <i>relearn</i> fine-tunes it for a few steps on a tenth "
+            "of task A's forget training pairs (<i>relearn on retain</i>: the same on retain pairs, what any "
+            "fine-tuning brings back); <i>int8</i> / <i>int4</i> round its weights; <i>bypass</i> serves LUMoE's base "
+            "model without any expert. Each cell: forget quality [95 % interval, cluster bootstrap over entities and "
+            "questions] / forget correctness (the utility rubric on the same items: how much of the forgotten "
+            "knowledge is answered); a fall in forget quality with no rise in correctness brings nothing back. "
+            "Membership AUC: telling task A's forget training pairs from entities never trained on by the answer's "
+            "loss (0.5: indistinguishable) [bootstrap over items]. KS vs gold: p-value of the truth ratios against a "
+            "model trained without task A's forget entities (1: as if never learned); leak: the membership AUC's "
+            "distance from the gold model's. Lowest router recall: LUMoE's router on the probe that evades it most "
+            "(below).</p><p>LUMoE keeps every forgotten fact in the untouched base model: its expert hides "
             "it only when the router sends the question to it. With every request registered, each forget item is "
             "asked as the benchmark asks it (<i>unchanged</i>), in its four paraphrases, with its picture changed "
             "(centre crop to half, rotation, blur, noise, hue shift, downscale to half and back, a grey square over "
