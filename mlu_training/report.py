@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .benchmark import DEFAULT_ORDER, TASKS
 from .figures import degradation_png, heatmap_png
 from .paper import paper_section_html
-from .sequences import (KINDS, NOTHING_TAG, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low,
+from .sequences import (KINDS, method_label, NOTHING_TAG, SEQUENCE_RUN_KINDS, PooledSeeds, SequenceResult, ci_high, ci_low,
                         describe_nothing, final_values, matrix_from_metrics, parse_order, stability_metric,
                         summary_metric, xuy_metric)
 
@@ -26,18 +25,6 @@ class Report:
     leaderboard: list[dict]  # one row per method (and base model)
     mlflow_run_id: str
     provenance: dict = field(default_factory=dict)  # profile, judges, release digest, code version
-
-
-def method_label(tags: dict) -> str:
-    """A row's method: its name, with the part it was confined to when not the language model
-    (`ga [projector]`: the paper's unimodal ablation is a row of its own) and its task order when
-    another permutation of the benchmark's tasks (`ga (CABD)`: another order is another row, never
-    pooled with the first; LUMoE's later requests extend its order and keep its row)."""
-    targets = tags.get("mlu.targets", "language")
-    label = tags.get("mlu.method", "") if targets == "language" else f"{tags.get('mlu.method', '')} [{targets}]"
-    order = tags.get("mlu.order", DEFAULT_ORDER)
-    permuted = order != DEFAULT_ORDER and sorted(parse_order(order)) == sorted(TASKS)
-    return f"{label} ({order})" if permuted else label
 
 
 def _config_key(run) -> str:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from .benchmark import FORGET, KINDS, RETAIN, SCORE_ROLE
+from .benchmark import DEFAULT_ORDER, FORGET, KINDS, RETAIN, SCORE_ROLE, TASKS
 from .metrics import score_ratio
 
 # Forgetting measured on its own: the utility rubric on forget items (how much of what was to be
@@ -86,6 +86,18 @@ def format_order(tasks) -> str:
 
 def parse_order(order: str) -> list[str]:
     return order.split(",") if "," in order else list(order)
+
+
+def method_label(tags: dict) -> str:
+    """A row's method: its name, with the part it was confined to when not the language model
+    (`ga [projector]`: the paper's unimodal ablation is a row of its own) and its task order when
+    another permutation of the benchmark's tasks (`ga (CABD)`: another order is another row, never
+    pooled with the first; LUMoE's later requests extend its order and keep its row)."""
+    targets = tags.get("mlu.targets", "language")
+    label = tags.get("mlu.method", "") if targets == "language" else f"{tags.get('mlu.method', '')} [{targets}]"
+    order = tags.get("mlu.order", DEFAULT_ORDER)
+    permuted = order != DEFAULT_ORDER and sorted(parse_order(order)) == sorted(TASKS)
+    return f"{label} ({order})" if permuted else label
 
 
 def sequence_tags(kind: str, method: str, order: str, profile: str, base_model, sequence_key: str, judge: str,

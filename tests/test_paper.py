@@ -23,6 +23,10 @@ def test_the_pool_to_decline_is_apart_from_the_profile_and_from_what_calibrates(
     # Known distractors: one for every four profile entities, at least two, taught their true answers
     # on train pictures and asked on held-out ones.
     assert len(known) == max(2, round(len(profile) / 4)) == pool.known_eval["entity_id"].nunique()
+    # ... but never more than a quarter of those left to teach declining (the research profile's 80
+    # entities leave 35: 8 distractors, not 20).
+    many = unknown_pool(qa, set(sorted(set(qa["entity_id"]))[:-10]))
+    assert len(set(many.known["entity_id"])) == max(2, int((10 - round(10 * 0.25)) * 0.25))
     truth = set(zip(qa["image"], qa["question"], qa["answer"]))
     assert all(row in truth for row in zip(pool.known["image"], pool.known["question"], pool.known["answer"]))
     assert (pool.known_eval["split"] == "eval").all() and not set(pool.known_eval["image"]) & set(pool.known["image"])
@@ -35,6 +39,30 @@ def test_the_pool_to_decline_is_apart_from_the_profile_and_from_what_calibrates(
     assert all(is_refusal(p) for p in DECLINE_PHRASINGS)
     assert unknown_pool(qa, profile).digest() == pool.digest()  # seeded: the same pool every time
     assert unknown_pool(qa, profile, seed=1).digest() != pool.digest()
+
+
+def test_halves_of_the_pool_are_never_empty_and_never_meet(tiny_world):
+    from mlu_training.models.declining import AUDITED, CALIBRATING, _halves
+
+    for n in range(2, 9):
+        ids = [f"entity-{i}" for i in range(n)]
+        calibrating, audited = _halves(ids, CALIBRATING), _halves(ids, AUDITED)
+        assert calibrating and audited and not calibrating & audited and calibrating | audited == set(ids)
+        assert abs(len(calibrating) - len(audited)) <= 1
+    qa, splits = tiny_world["qa"], tiny_world["splits"]
+    for seed in range(4):  # whichever entities the seed picks, both halves of both sets have items
+        pool = unknown_pool(qa, set(splits["entity_id"]), seed)
+        for half in (CALIBRATING, AUDITED):
+            assert len(pool.known_half(half)) and len(pool.unseen_half(half))
+
+
+def test_the_profile_sets_the_base_model_steps_unless_the_launchpad_does():
+    from mlu_assets.models.assets import BaseModelConfig, _sft_config
+    from mlu_training.profiles import get_profile
+
+    assert _sft_config(BaseModelConfig(), get_profile("mini")).steps == 300
+    assert _sft_config(BaseModelConfig(), get_profile("research")).steps == 1500
+    assert _sft_config(BaseModelConfig(steps=40), get_profile("research")).steps == 40
 
 
 def test_calibration_is_measured_on_held_out_items(tiny_world, tiny_base, tmp_path):
@@ -97,3 +125,16 @@ def test_the_paper_numbers_sit_beside_ours():
     assert set(other["mlu [95 % CI]"]) == {"–"}
     assert set(table.loc[table["method"] == "npo", "mlu [95 % CI]"]) == {"–"}
     assert paper_results()["source"].startswith("MLUBench")
+
+
+def test_the_pool_of_a_base_model_is_the_one_its_manifest_seed_chose(tiny_world, tmp_path):
+    import json
+
+    from mlu_training.models.base_model import MANIFEST, declines_of
+    from mlu_training.models.declining import declines_for
+
+    qa, splits = tiny_world["qa"], tiny_world["splits"]
+    (tmp_path / MANIFEST).write_text(json.dumps({"sft": {"seed": 1}}))
+    assert declines_of(tmp_path, qa, splits).digest() == declines_for(qa, splits, 1).digest() \
+        != declines_for(qa, splits, 0).digest()
+    assert declines_of(tmp_path / "a-checkpoint", qa, splits).digest() == declines_for(qa, splits, 0).digest()

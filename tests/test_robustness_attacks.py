@@ -234,6 +234,13 @@ def test_auc_interval_covers_the_auc_and_one_half_for_identical_scores():
     shifted = rng.normal(1.5, 1, 80)
     low, high = auc_interval(shifted, b, n_boot=500)
     assert 0.75 < low < auc(shifted, b) < high <= 1.0
+    # Resampled by entity (items of one entity move together), the interval is wider than by item
+    # when the entities differ: here ten entities, each shifted by its own offset.
+    groups = [f"e{i % 10}" for i in range(80)]
+    clustered = np.array([rng.normal(0, 0.3) for _ in range(80)]) + np.array([int(g[1:]) / 3 for g in groups])
+    by_item = auc_interval(clustered, b, n_boot=500)
+    by_entity = auc_interval(clustered, b, n_boot=500, member_groups=groups)
+    assert by_entity[1] - by_entity[0] > by_item[1] - by_item[0]
     # A replicate with every count 1 is the AUC itself: the pair sum equals sklearn's.
     wins = (a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])
     assert abs(wins.mean() - auc(a, b)) < 1e-12

@@ -133,9 +133,9 @@ def test_unlike_prefixes_another_known_entity_and_keeps_the_picture(tiny_world, 
     assert len(items) == len(forget) and list(items["qa_id"]) == list(forget["qa_id"])
     for entity, question, original, image, path in zip(items["entity_id"], items["question"], forget["question"],
                                                         images, items["image"]):
-        prefix, rest = question.split(", ", 1)
-        assert prefix.startswith("Unlike ") and prefix[len("Unlike "):] in {names[e][0] for e in retained}
-        assert prefix[len("Unlike "):] != names[entity][0] and rest.lower() == original.lower()
+        other = question[len("Unlike "):].split(", ", 1)[0]
+        assert other in {names[e][0] for e in retained} and other != names[entity][0]
+        assert question == probes.unlike_question(other, original) == f"Unlike {other}, {original[0].lower()}{original[1:]}"
         assert (_px(image) == _px(tiny_world["load_image"](path))).all()
     again = probes.probe_items(forget, tiny_world["load_image"], names, ("unlike",), retained)["unlike"][0]
     assert list(again["question"]) == list(items["question"])  # seeded by the item
@@ -170,7 +170,7 @@ def test_audit_metrics_on_a_small_table():
         _row("retain", None, None, 2, refused=False), _row("retain", "A", None, 0, refused=True),
         _row("retain", None, None, 0, refused=True), _row("retain", None, None, 2),
         _row("retain_named", "A", None, 2), _row("retain_named", None, None, 2),
-        _row("distractor", None, None, 2), _row("distractor", None, None, 0, refused=True),
+        _row("distractor", "B", None, 2), _row("distractor", None, None, 0, refused=True),
         _row("distractor", None, None, 2), _row("distractor", None, None, 2),
         _row("unseen", None, None, 0, refused=True), _row("unseen", "B", None, 0, refused=True),
         _row("unseen", None, None, 0, refused=True), _row("unseen", None, None, 0, refused=False),
@@ -180,7 +180,9 @@ def test_audit_metrics_on_a_small_table():
     assert m[forget_quality_metric("unchanged")] == 5 / 8 and m[forget_quality_metric("unchanged", "oracle")] == 1.0
     assert m[forget_quality_metric("hue")] == 0.0 and m[forget_quality_metric("hue", "oracle")] == 0.75
     assert m[over_refusal_metric("retain")] == 0.5  # one to an expert, one refused by the base model
-    assert m[over_refusal_metric("retain_named")] == 0.5 and m[over_refusal_metric("distractor")] == 0.25
+    assert m[over_refusal_metric("retain_named")] == 0.5
+    # Distractors, like never-seen entities, count the route only; the base model's refusals apart.
+    assert m[over_refusal_metric("distractor")] == 0.25 and m[refusal_metric("distractor")] == 0.25
     assert not any(k.startswith(("router/retain", "router/distractor", "forget_quality/distractor")) for k in m)
     assert m[over_refusal_metric("unseen")] == 0.25 and m[refusal_metric("unseen")] == 0.75
     assert recall_metric("hue") == "router/hue/recall" and forget_quality_metric("hue", "oracle") == "forget_quality/hue/oracle"

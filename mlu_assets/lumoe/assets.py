@@ -74,7 +74,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import LumoeConfig, lumoe_key, request_order, router_metrics, run_or_read_lumoe
-    from mlu_training.models.declining import declines_for
+    from mlu_training.models.base_model import declines_of
     from mlu_training.sequences import logged_run, parse_order, sequence_tags
 
     compute.use_threads(shares_machine=False)  # one per base model, after every expert
@@ -87,8 +87,10 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
         raise dg.Failure(f"order {config.order!r}: each request once, of those with an expert on {base_model.name} "
                          f"({', '.join(request_order(experts))})")
     lumoe = LumoeConfig(tasks=tuple(order), router=routing.backend)
+    # The router is calibrated on these: a checkpoint's key (its folder) does not cover them.
+    distractors = declines_of(base_model.path, validated_qa_pairs, benchmark_splits).distractor_images()
     shared = (lumoe, base_model.key, base_model.data_digest)
-    rest = (splits_digest(knowledge_filter), judge.describe())
+    rest = (splits_digest(knowledge_filter), judge.describe(), distractors)
     key = lumoe_key(*shared, [experts[t].key for t in order], *rest)
     seeds = sorted({experts[t].seed for t in order})  # the experts' seeds: one, unless requests were trained apart
     work_dir = benchmark.path("lumoe", base_model.name, key[:16])
@@ -99,7 +101,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
         work_dir, base_model.path, experts, entity_names(entity_catalog), knowledge_filter, load,
         judge.build(benchmark.data_dir, validated_qa_pairs),
         routing.factory(train[["entity_id", "image"]], load, classes, benchmark.data_dir,
-                        declines_for(validated_qa_pairs, benchmark_splits).distractor_images()),
+                        distractors),
         lumoe, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {lumoe.order} is up to date, read back from {work_dir}")

@@ -87,7 +87,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
 def _sft_config(config: BaseModelConfig, profile):
     from mlu_training.models.sft import SFTConfig
 
-    return SFTConfig(**{**config.model_dump(), "steps": config.steps or profile.base_model_steps})
+    return SFTConfig(**{**config.model_dump(), "steps": profile.base_model_steps if config.steps is None else config.steps})
 
 
 def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_crawls, benchmark: BenchmarkSettings,

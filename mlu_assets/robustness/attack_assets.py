@@ -68,7 +68,8 @@ def attacks(context: dg.AssetExecutionContext, config: AttacksConfig, unlearning
             base_model: BaseModelRef, benchmark: BenchmarkSettings, judge: JudgeSettings,
             mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[dict]:
     """A baseline's final model (its sequence's last checkpoint) attacked: `attack/<attack>/
-    forget_quality`, `mia/<score>/auc`, `gold/ks_forget_quality`, `gold/privleak`; one MLflow run."""
+    <forget_quality|forget_correctness>` and `mia/<score>/auc`, each with its interval,
+    `gold/ks_forget_quality`, `gold/privleak`; one MLflow run."""
     from mlu_training.lifelong import final_model_path, sequence_dir
     from mlu_training.robustness.attacks import FinalModel
 
@@ -87,10 +88,11 @@ def lumoe_attacks(context: dg.AssetExecutionContext, config: AttacksConfig, lumo
                   entity_catalog, base_model: BaseModelRef, benchmark: BenchmarkSettings, judge: JudgeSettings,
                   routing: RouterSettings, mlflow: MLflowTracking, compute: ComputeSettings) -> dg.Output[dict]:
     """LUMoE's final model attacked as it is served: the untouched base model with every expert of
-    the sequence, each query's expert chosen once by its router. Adds `attack/bypass/forget_quality`
-    (the base model alone: what anyone holding the weights reads)."""
+    the sequence, each query's expert chosen once by its router (calibrated as LUMoE's sequence
+    calibrates it). Adds `attack/bypass/…` (the base model alone: what anyone holding the weights reads)."""
     from mlu_training.data.catalog import entity_names
     from mlu_training.lumoe.registry import registered_experts
+    from mlu_training.models.base_model import declines_of
     from mlu_training.models.vlm import VisionLanguageModel
     from mlu_training.robustness.attacks import FinalModel, routes_of
     from mlu_training.router.base import Registry
@@ -103,7 +105,8 @@ def lumoe_attacks(context: dg.AssetExecutionContext, config: AttacksConfig, lumo
         order = parse_order(lumoe_sequence.order)
         train = benchmark_splits[benchmark_splits["split"] == "train"]
         classes = dict(zip(entity_catalog["entity_id"], entity_catalog["class_name"]))
-        router = routing.factory(train[["entity_id", "image"]], load_image, classes, benchmark.data_dir)(
+        distractors = declines_of(base_model.path, validated_qa_pairs, benchmark_splits).distractor_images()
+        router = routing.factory(train[["entity_id", "image"]], load_image, classes, benchmark.data_dir, distractors)(
             VisionLanguageModel.load(base_model.path), Registry({t: experts[t].entities for t in order},
                                                                 entity_names(entity_catalog)))
         return FinalModel(base_model.path, {t: experts[t].adapter for t in order}, routes_of(router, queries, load_image))
@@ -122,7 +125,7 @@ def _evaluate(context, method: str, sequence: SequenceSummary, assemble, config,
 
     from mlu_training.data.splits import splits_digest
     from mlu_training.evaluation import image_loader
-    from mlu_training.models.declining import declines_for
+    from mlu_training.models.base_model import declines_of
     from mlu_training.robustness.attacks import (FinalModel, attacked_items, evaluate_robustness, robustness_key,
                                                  robustness_tags, logged_robustness)
     from mlu_training.robustness.mia import membership_sets
@@ -133,10 +136,14 @@ def _evaluate(context, method: str, sequence: SequenceSummary, assemble, config,
                            judge.describe(), key, gold_model.model_uri)
     if router:
         tags["mlu.router"] = router
+    if sequence.run_id:  # the part the sequence was confined to (`ga [projector]` is a row of its own)
+        run = mlflow.store().find_run({"mlu.sequence_key": sequence.sequence_key, "mlu.model": base_model.name})
+        if run is not None and "mlu.targets" in run.data.tags:
+            tags["mlu.targets"] = run.data.tags["mlu.targets"]
     load = image_loader(raw_crawls)
     train = benchmark_splits[benchmark_splits["split"] == "train"]
     # The base model's own pool: its `unseen` entities are the ones it was never taught.
-    unseen = declines_for(validated_qa_pairs, benchmark_splits).unseen
+    unseen = declines_of(base_model.path, validated_qa_pairs, benchmark_splits).unseen
 
     def evaluate():
         members, nonmembers = membership_sets(train, unseen, cfg.task)

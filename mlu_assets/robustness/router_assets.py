@@ -4,7 +4,7 @@ over-refusal, and the evasion probes with the real and the oracle router."""
 import dagster as dg
 
 from mlu_training.models.registry import BaseModelRef
-from mlu_training.robustness.probes import PROBES
+from mlu_training.robustness.probes import BACKDROP, PROBES
 from mlu_training.robustness.router_audit import AuditConfig, AuditSummary
 from mlu_training.sequences import SequenceSummary
 
@@ -35,23 +35,29 @@ def router_audit(context: dg.AssetExecutionContext, config: RouterAuditConfig, l
     from mlu_training.evaluation import image_loader
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import request_order
-    from mlu_training.models.declining import declines_for
+    from mlu_training.models.base_model import declines_of
+    from mlu_training.models.declining import AUDITED
     from mlu_training.robustness.router_audit import (audit_key, audit_metrics, audit_tags, confusion, load_audit,
                                                       log_audit, run_router_audit, save_audit)
 
     store = mlflow.store()
     experts = registered_experts(store, base_model.name)
     order = request_order(experts)
-    pool = declines_for(validated_qa_pairs, benchmark_splits)
+    pool = declines_of(base_model.path, validated_qa_pairs, benchmark_splits)
     pictured = set(raw_crawls["image"])  # every image of the release, unless a test's world is smaller
-    unseen = pool.unseen_half(1)  # the half the router was not calibrated on
+    # The halves the router was not calibrated on.
+    unseen = pool.unseen_half(AUDITED)
     unseen = unseen[unseen["image"].isin(pictured)]
-    audited_distractors = pool.known_half(1)  # the half the router was not calibrated on
+    audited_distractors = pool.known_half(AUDITED)
     audited_distractors = audited_distractors[audited_distractors["image"].isin(pictured)]
     distractors = [p for p in pool.distractor_images() if p in pictured]
-    audit = AuditConfig(**{**config.model_dump(), "probes": tuple(config.probes)})
+    probes = tuple(config.probes)
+    if BACKDROP in probes and (raw_crawls["source"] != "synthetic").any():  # it redraws the synthetic render
+        context.log.info(f"router audit: probe {BACKDROP!r} left out, the crawls hold pictures mlu did not render")
+        probes = tuple(p for p in probes if p != BACKDROP)
+    audit = AuditConfig(**{**config.model_dump(), "probes": probes})
     key = audit_key(audit, lumoe_sequence.sequence_key, routing.backend,
-                    ",".join(sorted([*unseen["qa_id"].astype(str), *audited_distractors["qa_id"].astype(str)])))
+                    [*unseen["qa_id"].astype(str), *audited_distractors["qa_id"].astype(str)])
     work_dir = benchmark.path("robustness", "router_audit", base_model.name, key[:16])
     table = load_audit(work_dir)
     reused = table is not None

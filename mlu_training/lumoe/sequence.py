@@ -115,11 +115,12 @@ def _nothing_known(items: pd.DataFrame, judge, config: LumoeConfig) -> SequenceR
 
 
 def lumoe_key(config: LumoeConfig, base_model_key: str, data_digest: str, expert_keys: list[str], eval_digest: str,
-              judge: str) -> str:
+              judge: str, distractors: list[str] = ()) -> str:
     """What a finished LUMoE sequence depends on (the data too: the local router's gallery comes
-    from it); the same key means the same numbers."""
-    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, expert_keys, eval_digest, judge],
-                                     sort_keys=True).encode()).hexdigest()
+    from it, and the distractor images its threshold is calibrated on); the same key means the
+    same numbers."""
+    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, expert_keys, eval_digest, judge,
+                                      sorted(distractors)], sort_keys=True).encode()).hexdigest()
 
 
 def save_finished(work_dir: Path, result: SequenceResult, quality: list[dict]) -> None:

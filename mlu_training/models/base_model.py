@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 
 from ..texts import REFUSAL_ANSWER
-from .declining import DECLINE_PHRASINGS
+from .declining import DECLINE_PHRASINGS, UnknownPool, declines_for
 from .sft import SFTConfig, train_sft
 from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
@@ -90,3 +90,12 @@ def checkpoint_base_model(path: str) -> BaseModel:
         raise ModelNotFoundError(f"MLU_BASE_MODEL={path}: no config.json there (a local checkpoint folder is needed)")
     config = json.loads((p / "config.json").read_text())
     return BaseModel(p, "checkpoint", int(config.get("num_parameters", 0)), [], True, folder_signature(p))
+
+
+def declines_of(model_path, qa: pd.DataFrame, splits: pd.DataFrame) -> UnknownPool:
+    """The pool a base model was taught with: the seed its manifest records (a tiny model), else 0
+    (a checkpoint was taught nothing of it; its distractors and never-seen entities are still the
+    pool's, chosen with the default seed)."""
+    manifest = Path(model_path) / MANIFEST
+    seed = json.loads(manifest.read_text()).get("sft", {}).get("seed", 0) if manifest.is_file() else 0
+    return declines_for(qa, splits, seed)

@@ -36,14 +36,19 @@ assert REFUSAL_ANSWER not in DECLINE_PHRASINGS
 UNSEEN_SHARE = 0.25  # of the entities outside the profile: never taught, kept to measure calibration
 IMAGES_PER_ENTITY = 4
 # Known distractors: one for every four entities of the profile (mini: 4), at least two, so that
-# one half calibrates the router and the other is audited.
+# one half calibrates the router and the other is audited; at most a quarter of the entities that
+# are not kept unseen, so that enough are left to teach declining (research: 8 of 35).
 DISTRACTORS_PER_PROFILE_ENTITY = 0.25
+MAX_DISTRACTOR_SHARE = 0.25
 MIN_DISTRACTORS = 2
+CALIBRATING, AUDITED = 0, 1  # the halves of the distractors and of the never-seen entities
 
 
 def _halves(entities, half: int) -> set[str]:
-    """Half of `entities`, split by a digest of each id (stable whatever else is in the pool)."""
-    return {e for e in entities if int(hashlib.sha256(e.encode()).hexdigest(), 16) % 2 == half}
+    """Half of `entities`: ordered by a digest of each id (stable whatever else is in the pool),
+    every other one, so neither half is empty when there are two or more."""
+    ranked = sorted(set(entities), key=lambda e: hashlib.sha256(e.encode()).hexdigest())
+    return set(ranked[half::2])
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,8 @@ class UnknownPool:
     unseen: pd.DataFrame  # evaluation items of entities never taught: the model should decline them
     # Known distractors: their train pairs (image, question, answer, entity_id), taught with their
     # true answers, and their evaluation items (held-out pictures and phrasings).
-    known: pd.DataFrame = None
-    known_eval: pd.DataFrame = None
-
-    def __post_init__(self):
-        empty = self.taught.iloc[:0]
-        for name in ("known", "known_eval"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, empty)
+    known: pd.DataFrame
+    known_eval: pd.DataFrame
 
     def training_pairs(self) -> pd.DataFrame:
         """What the base model is taught beside the profile: the declines and the known distractors."""
@@ -74,21 +73,22 @@ class UnknownPool:
         return hashlib.sha256(repr(rows).encode()).hexdigest()
 
     def known_half(self, half: int) -> pd.DataFrame:
-        """The known distractors' evaluation items, in two halves by entity: half 0 calibrates the
-        router (`distractor_images`), half 1 is audited (is it left to the base model?)."""
-        return self.known_eval[self.known_eval["entity_id"].isin(_halves(set(self.known_eval["entity_id"]), half))]
+        """The known distractors' evaluation items, in two halves by entity: CALIBRATING (the
+        router's threshold, `distractor_images`) and AUDITED (is it left to the base model?)."""
+        return self.known_eval[self.known_eval["entity_id"].isin(_halves(self.known_eval["entity_id"], half))]
 
     def unseen_half(self, half: int) -> pd.DataFrame:
-        """The never-seen entities' items in two halves by entity (a digest of its id, stable):
-        half 0 calibrates the router's threshold (`distractor_images`), half 1 is kept apart to
-        measure how often the router sends a never-seen entity to an expert (the robustness audit)."""
-        return self.unseen[self.unseen["entity_id"].isin(_halves(set(self.unseen["entity_id"]), half))]
+        """The never-seen entities' items in two halves by entity: CALIBRATING (`distractor_images`)
+        and AUDITED (how often the router sends a never-seen entity to an expert)."""
+        return self.unseen[self.unseen["entity_id"].isin(_halves(self.unseen["entity_id"], half))]
 
     def distractor_images(self) -> list[str]:
         """Images the router must send to the base model, to calibrate it with (none of them of a
-        forgotten or retained entity): half the known distractors' held-out pictures, the entities
-        the model was taught to decline, and half the never-seen."""
-        return sorted(set(self.known_half(0)["image"]) | set(self.taught["image"]) | set(self.unseen_half(0)["image"]))
+        forgotten or retained entity): the calibrating half of the known distractors' held-out
+        pictures, the entities the model was taught to decline, and the calibrating half of the
+        never-seen."""
+        return sorted(set(self.known_half(CALIBRATING)["image"]) | set(self.taught["image"])
+                      | set(self.unseen_half(CALIBRATING)["image"]))
 
 
 def _pick(options, *key) -> str:
@@ -105,7 +105,8 @@ def unknown_pool(qa: pd.DataFrame, profile_entities: set[str], seed: int = 0, ma
     others = sorted(set(qa["entity_id"]) - set(profile_entities))
     random.Random(f"{seed}-unknown-entities").shuffle(others)
     n_unseen = round(len(others) * UNSEEN_SHARE)
-    n_known = min(len(others) - n_unseen, max(MIN_DISTRACTORS, round(len(profile_entities) * DISTRACTORS_PER_PROFILE_ENTITY)))
+    wanted = max(MIN_DISTRACTORS, round(len(profile_entities) * DISTRACTORS_PER_PROFILE_ENTITY))
+    n_known = min(wanted, max(MIN_DISTRACTORS, int((len(others) - n_unseen) * MAX_DISTRACTOR_SHARE)), len(others) - n_unseen)
     unseen_entities = set(others[:n_unseen])
     known_entities = set(others[n_unseen:n_unseen + n_known])
     taught_entities = set(others[n_unseen + n_known:])

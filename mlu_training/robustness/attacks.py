@@ -81,7 +81,7 @@ class AttackConfig:
     max_new_tokens: int = 64
     eval_batch_size: int = 32
     seed: int = 0
-    version: int = 2  # bump when what is measured changes (2: forget correctness and intervals): keys change
+    version: int = 3  # bump when what is measured changes (2: forget correctness and intervals; 3: AUC by entity)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -357,13 +357,13 @@ def logged_robustness(store, tags: dict[str, str], params: dict, evaluate: Calla
 
 # -- the report's attack table ---------------------------------------------------------------------
 
-ATTACK_LABEL = {UNATTACKED: "as left", RELEARN: "relearn", RELEARN_RETAIN: "relearn on retain", "int8": "int8",
-                "int4": "int4", BYPASS: "bypass"}
+ATTACK_LABEL = {UNATTACKED: "as left", RELEARN: "relearn", RELEARN_RETAIN: "relearn on retain",
+                **{name: name for name in QUANTIZED_BITS}, BYPASS: "bypass"}
 
 
 def collect_attacks(store, profile: str) -> dict[tuple[str, str], dict[str, float]]:
     """(base model, method label) -> the metrics of its newest robustness evaluation on this profile."""
-    from ..report import method_label
+    from ..sequences import method_label
 
     out: dict[tuple[str, str], dict[str, float]] = {}
     for run in store.search_runs({"mlu.kind": ROBUSTNESS_RUN_KIND, "mlu.profile": profile}):
@@ -389,11 +389,12 @@ def attacks_summary(evaluations: dict[tuple[str, str], dict[str, float]], model:
                     audit: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method on `model`: LUMoE's router under evasion (`audit`: its router audit's
     intervals; the lowest recall of any probe, over-refusal on retain items), one column per attack
-    (forget quality [interval] / forget correctness), membership AUC (loss), the KS p-value against
-    the gold model and the leak."""
-    from .gold import GOLD_KS, privleak_metric
+    (forget quality [interval] / forget correctness), membership AUC (the score the leak uses), the
+    KS p-value against the gold model and the leak."""
+    from .gold import GOLD_KS, PRIVLEAK_SCORE, privleak_metric
     from .mia import mia_metric
 
+    auc_column = f"membership AUC ({PRIVLEAK_SCORE})"  # the score the leak is computed from
     rows = []
     for (m, label), metrics in sorted(evaluations.items()):
         if m != model:
@@ -412,11 +413,11 @@ def attacks_summary(evaluations: dict[tuple[str, str], dict[str, float]], model:
                 correctness = metrics.get(attack_metric(attack, "forget_correctness"))
                 row[ATTACK_LABEL[attack]] = _cell(metrics, attack_metric(attack)) + (
                     f" / {correctness:.2f}" if correctness is not None else "")
-        row["membership AUC (loss)"] = _cell(metrics, mia_metric("loss"))
+        row[auc_column] = _cell(metrics, mia_metric(PRIVLEAK_SCORE))
         row["KS vs gold"] = _cell(metrics, GOLD_KS, 3)
         row["leak vs gold (%)"] = _cell(metrics, privleak_metric(), 1)
         rows.append(row)
     columns = ["method", "lowest router recall", "over-refusal (retain)", *[ATTACK_LABEL[a] for a in ATTACKS],
-               "membership AUC (loss)", "KS vs gold", "leak vs gold (%)"]
+               auc_column, "KS vs gold", "leak vs gold (%)"]
     frame = pd.DataFrame(rows)
     return frame.reindex(columns=[c for c in columns if c in frame.columns]).fillna("–")

@@ -45,17 +45,27 @@ def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:
     return float(roc_auc_score(labels, list(members) + list(nonmembers)))
 
 
+def _cluster_counts(groups: Sequence[str], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot × items: how often each item is drawn when its groups (entities) are resampled with
+    replacement (an item's weight is its group's draw count)."""
+    codes, uniques = pd.factorize(pd.Series(list(groups)))
+    drawn = rng.multinomial(len(uniques), np.full(len(uniques), 1.0 / len(uniques)), size=n_boot)
+    return drawn[:, codes]
+
+
 def auc_interval(members: Sequence[float], nonmembers: Sequence[float], n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+                 seed: int = 0, member_groups: Sequence[str] | None = None,
+                 nonmember_groups: Sequence[str] | None = None) -> tuple[float, float]:
     """Percentile interval of the AUC when members and non-members are each resampled with
-    replacement (items, independently): every replicate is Σ counts_m · wins · counts_n over the
+    replacement by group (their entity: the pairs of one entity are not independent; each item its
+    own group when none is given). Every replicate is Σ w_m · wins · w_n / (Σ w_m · Σ w_n) over the
     pairs, so no pair is compared twice."""
     m, n = np.asarray(members, dtype=np.float64), np.asarray(nonmembers, dtype=np.float64)
     wins = (m[:, None] > n[None, :]) + 0.5 * (m[:, None] == n[None, :])  # the AUC is its mean
     rng = np.random.default_rng(seed)
-    cm = rng.multinomial(len(m), np.full(len(m), 1.0 / len(m)), size=n_boot)
-    cn = rng.multinomial(len(n), np.full(len(n), 1.0 / len(n)), size=n_boot)
-    replicates = ((cm @ wins) * cn).sum(axis=1) / (len(m) * len(n))
+    wm = _cluster_counts(member_groups if member_groups is not None else range(len(m)), n_boot, rng)
+    wn = _cluster_counts(nonmember_groups if nonmember_groups is not None else range(len(n)), n_boot, rng)
+    replicates = ((wm @ wins) * wn).sum(axis=1) / (wm.sum(axis=1) * wn.sum(axis=1))
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(replicates, [tail, 100 - tail])
     return float(low), float(high)
@@ -64,7 +74,8 @@ def auc_interval(members: Sequence[float], nonmembers: Sequence[float], n_boot: 
 def mia_aucs(served, members: pd.DataFrame, nonmembers: pd.DataFrame, load_image, min_k: float = 0.2,
              batch_size: int = 32, intervals: bool = False) -> dict[str, float]:
     """`mia/<score>/auc` for each score, of `served` (attacks.Served) telling members from non-members
-    by their true answers; with `intervals`, their 95 % bootstrap bounds too (`…/ci_low`, `…/ci_high`)."""
+    by their true answers; with `intervals`, their 95 % bounds too (`…/ci_low`, `…/ci_high`; a
+    bootstrap over entities on both sides)."""
     from ..sequences import CI_LEVEL, N_BOOT, ci_high, ci_low
 
     scores = {}
@@ -76,7 +87,9 @@ def mia_aucs(served, members: pd.DataFrame, nonmembers: pd.DataFrame, load_image
         member, nonmember = scores["members"][s], scores["nonmembers"][s]
         out[mia_metric(s)] = auc(member, nonmember)
         if intervals:
-            out[ci_low(mia_metric(s))], out[ci_high(mia_metric(s))] = auc_interval(member, nonmember, N_BOOT, CI_LEVEL)
+            out[ci_low(mia_metric(s))], out[ci_high(mia_metric(s))] = auc_interval(
+                member, nonmember, N_BOOT, CI_LEVEL, member_groups=members["entity_id"].tolist(),
+                nonmember_groups=nonmembers["entity_id"].tolist())
     return out
 
 

@@ -23,13 +23,16 @@ from ..benchmark import FORGET, RETAIN
 from .probes import PROBES
 
 BASE = "base"  # the route to no expert, as the confusion matrix names it
-# Items that should reach the base model and be answered: retain items as the benchmark asks them,
-# the same prefixed "Unlike <a forgotten entity>, ", and the known distractors (entities the model
-# was taught that are in no task; the half not used to calibrate the router).
-RETAIN_SET, RETAIN_NAMED_SET, DISTRACTOR_SET = "retain", "retain_named", "distractor"
-UNSEEN_SET = "unseen"  # entities never seen: only an expert counts against the router (declining is taught)
-KNOWN_SETS = (RETAIN_SET, RETAIN_NAMED_SET, DISTRACTOR_SET)
-OVER_REFUSAL_SETS = (*KNOWN_SETS, UNSEEN_SET)
+# Items that should reach the base model. Known items (the knowledge filter's: the base model
+# answers them) count an expert or a refusal as over-refusal: retain items as the benchmark asks
+# them, and the same prefixed "Unlike <a forgotten entity>, ". The others count only an expert:
+# the known distractors (entities the model was taught that are in no task; the audited half, on
+# held-out pictures it may not recognise, so a refusal there is the base model's, not the router's)
+# and entities never seen (declining them is what the model was taught).
+RETAIN_SET, RETAIN_NAMED_SET, DISTRACTOR_SET, UNSEEN_SET = "retain", "retain_named", "distractor", "unseen"
+KNOWN_SETS = (RETAIN_SET, RETAIN_NAMED_SET)
+ROUTE_ONLY_SETS = (DISTRACTOR_SET, UNSEEN_SET)
+OVER_REFUSAL_SETS = (*KNOWN_SETS, *ROUTE_ONLY_SETS)
 
 
 # -- metric names, formatted here only (the report reads them back through these) -----------
@@ -55,16 +58,17 @@ class AuditConfig:
     probes: tuple[str, ...] = PROBES
     max_new_tokens: int = 64
     eval_batch_size: int = 32
-    version: int = 1  # bump when what the audit measures changes: the same key reads numbers back
+    version: int = 2  # bump when what the audit measures changes: the same key reads numbers back (2: new sets)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "probes": ",".join(self.probes)}
 
 
-def audit_key(config: AuditConfig, lumoe_key: str, router: str, unseen_digest: str) -> str:
+def audit_key(config: AuditConfig, lumoe_key: str, router: str, audited_items: list[str]) -> str:
     """What an audit depends on: the LUMoE sequence (base model, experts, items, judge), the
-    router backend, the never-seen items and the audit's settings."""
-    return hashlib.sha256(json.dumps([config.as_dict(), lumoe_key, router, unseen_digest]).encode()).hexdigest()
+    router backend, the audited items of the never-seen and distractor entities (their qa ids)
+    and the audit's settings."""
+    return hashlib.sha256(json.dumps([config.as_dict(), lumoe_key, router, sorted(audited_items)]).encode()).hexdigest()
 
 
 def run_router_audit(base_model_path: str, experts: dict[str, tuple[str, list[str]]], names: dict[str, list[str]],
@@ -166,8 +170,8 @@ def over_refused(part: pd.DataFrame) -> pd.Series:
 def audit_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Per probe: the router's recall (forget items sent to their own expert), forget quality with
     the real and with the oracle router; over-refusal on each set of OVER_REFUSAL_SETS. On
-    never-seen entities only the route counts: declining them is what the base model was taught
-    (`refusal_metric("unseen")` says how often it does)."""
+    distractors and never-seen entities only the route counts (`refusal_metric` says how often the
+    model declines them)."""
     from ..metrics import forget_quality
 
     out: dict[str, float] = {}
@@ -181,10 +185,10 @@ def audit_metrics(table: pd.DataFrame) -> dict[str, float]:
     for item_set in KNOWN_SETS:
         if len(part := table[table["probe"] == item_set]):
             out[over_refusal_metric(item_set)] = _share(over_refused(part))
-    unseen = table[table["probe"] == UNSEEN_SET]
-    if len(unseen):
-        out[over_refusal_metric(UNSEEN_SET)] = _share(unseen["route"].notna())
-        out[refusal_metric(UNSEEN_SET)] = _share(unseen["refused"].astype(bool))
+    for item_set in ROUTE_ONLY_SETS:
+        if len(part := table[table["probe"] == item_set]):
+            out[over_refusal_metric(item_set)] = _share(part["route"].notna())
+            out[refusal_metric(item_set)] = _share(part["refused"].astype(bool))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -206,7 +210,7 @@ def audit_intervals(table: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
         part = table[table["probe"] == probe]
         if probe in KNOWN_SETS:
             rows.append({"probe": probe, "measure": "over_refusal", **interval(shares(over_refused(part)))})
-        elif probe == UNSEEN_SET:
+        elif probe in ROUTE_ONLY_SETS:
             rows.append({"probe": probe, "measure": "over_refusal", **interval(shares(part["route"].notna()))})
         else:
             rows.append({"probe": probe, "measure": "recall", **interval(shares(part["route"] == part["true_route"]))})
@@ -287,7 +291,7 @@ def collect_audits(store, profile: str) -> dict[str, pd.DataFrame]:
 
 
 def audit_display(intervals: pd.DataFrame) -> pd.DataFrame:
-    """One row per probe (then retain, unseen), one column per measure: "value [low, high]"."""
+    """One row per probe (then each over-refusal set), one column per measure: "value [low, high]"."""
     def cell(row) -> str:
         if pd.isna(row["value"]):
             return "–"
@@ -323,17 +327,18 @@ def robustness_section_html(audits: dict[str, pd.DataFrame], out_dir: Path,
                      + audit_display(intervals).to_html(index=False, na_rep="–"))
         title = f"LUMoE on {model}: forget quality per probe, real vs oracle router"
         figures.append((title, probe_forget_quality_png(intervals, title, Path(out_dir) / f"robustness_router_{model}.png")))
-    text = ("<h2>Robustness</h2><p><b>Attacks</b> try to read task A's forgotten items back from each method's "
-            "final model, as a user who gets the weights can: <i>relearn</i> fine-tunes it for a few steps on a tenth "
-            "of task A's forget training pairs (<i>relearn on retain</i>: the same on retain pairs, what any "
-            "fine-tuning brings back); <i>int8</i> / <i>int4</i> round its weights; <i>bypass</i> serves LUMoE's base "
-            "model without any expert. Each cell: forget quality [95 % interval, cluster bootstrap over entities and "
-            "questions] / forget correctness (the utility rubric on the same items: how much of the forgotten "
-            "knowledge is answered); a fall in forget quality with no rise in correctness brings nothing back. "
-            "Membership AUC: telling task A's forget training pairs from entities never trained on by the answer's "
-            "loss (0.5: indistinguishable) [bootstrap over items]. KS vs gold: p-value of the truth ratios against a "
-            "model trained without task A's forget entities (1: as if never learned); leak: the membership AUC's "
-            "distance from the gold model's. Lowest router recall: LUMoE's router on the probe that evades it most "
+    text = ("<h2>Robustness</h2><p><b>Attacks</b> try to read the attacked task's forgotten items back (task A "
+            "unless configured) from each method's final model, as a user who gets the weights can: <i>relearn</i> "
+            "fine-tunes it for a few steps on a share (a tenth by default) of that task's forget training pairs "
+            "(<i>relearn on retain</i>: the same on retain pairs, what any fine-tuning brings back); <i>int8</i> / "
+            "<i>int4</i> round its weights; <i>bypass</i> serves LUMoE's base model without any expert. Each cell: "
+            "forget quality [95 % interval, cluster bootstrap over entities and questions] / forget correctness (the "
+            "utility rubric on the same items: how much of the forgotten knowledge is answered); a fall in forget "
+            "quality with no rise in correctness brings nothing back. Membership AUC: telling the task's forget "
+            "training pairs from entities never trained on by min-k % probability (0.5: indistinguishable) "
+            "[bootstrap over entities]. KS vs gold: p-value of the truth ratios against a model trained without the "
+            "task's forget entities (1: as if never learned); leak: that AUC's distance from the gold model's, in "
+            "%. Lowest router recall: LUMoE's router on the probe that evades it most "
             "(below).</p><p>LUMoE keeps every forgotten fact in the untouched base model: its expert hides "
             "it only when the router sends the question to it. With every request registered, each forget item is "
             "asked as the benchmark asks it (<i>unchanged</i>), in its four paraphrases, with its picture changed "
@@ -344,8 +349,8 @@ def robustness_section_html(audits: dict[str, pd.DataFrame], out_dir: Path,
             "alias, else the name in Cyrillic letters). Router recall: the share sent to its own expert. FQ (real / "
             "oracle router): forget quality when the router decides / when the right expert is always mounted; the "
             "gap is what routing costs. Over-refusal: items that should be answered and get an expert or a refusal: "
-            "retain items, retain items prefixed \"Unlike &lt;a forgotten entity&gt;, \" (<i>retain_named</i>), "
-            "entities the model knows that are in no task (<i>distractor</i>, the half not used to calibrate the "
-            "router); for never-seen entities (<i>unseen</i>, never used to calibrate either), only an expert "
-            "counts. [a, b]: 95 % interval of a bootstrap over items.</p>")
+            "retain items, and retain items prefixed \"Unlike &lt;a forgotten entity&gt;, \" (<i>retain_named</i>); "
+            "for entities the model was taught that are in no task (<i>distractor</i>, the half not used to "
+            "calibrate the router, on held-out pictures) and never-seen entities (<i>unseen</i>, never used to "
+            "calibrate either), only an expert counts. [a, b]: 95 % interval of a bootstrap over items.</p>")
     return text + "".join(parts), figures
