@@ -15,8 +15,9 @@ class Profile:
     max_train_images_per_entity: int | None  # distinct images per entity in train; None = all
     image_size: int  # side of the synthetic renders, in pixels
     seed: int = 0
-    # The tiny base model's fine-tuning steps (batch 32): about nine passes over the profile's train
-    # pairs and as many taught declines (mini: 519 + 519 pairs, 300 steps; research: 2,719 + 2,719).
+    # The tiny base model's fine-tuning steps (batch 32): about ten passes over what it is taught
+    # (mini: 519 profile pairs, 100 of known distractors, 316 declines: 300 steps; research: 2,719,
+    # about 200 and 108: 1,000 steps).
     base_model_steps: int = 300
 
     def as_dict(self) -> dict:
@@ -27,9 +28,9 @@ PROFILES = {
     "tiny": Profile("tiny", entities_per_side=1, max_train_images_per_entity=3, image_size=32),
     "mini": Profile("mini", entities_per_side=2, max_train_images_per_entity=6, image_size=32),
     "research": Profile("research", entities_per_side=10, max_train_images_per_entity=6, image_size=32,
-                        base_model_steps=1500),
+                        base_model_steps=1000),
     "full": Profile("full", entities_per_side=None, max_train_images_per_entity=None, image_size=224,
-                    base_model_steps=9000),
+                    base_model_steps=5000),  # 15,414 pairs, no entity outside it: ~10 passes
 }
 
 

@@ -20,6 +20,7 @@ from mlu_assets.unlearning import assets as unlearning_assets
 from mlu_training.data.splits import splits_digest
 from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
+from mlu_training.texts import REFUSAL_ANSWER
 
 # 120 steps: the tiny profile's known pairs and as many refusals (the model learns to decline) need
 # more epochs than 40 steps gave the known pairs alone, or it knows none of the forget entities.
@@ -105,8 +106,9 @@ def test_base_model_and_knowledge_filter(tmp_path):
         assert logged == expected and (f"stability/{kind}" in run.data.metrics) == bool(expected)
         for name in logged:  # every score with its 95 % interval, in MLflow
             assert run.data.metrics[f"{name}/ci_low"] <= run.data.metrics[name] <= run.data.metrics[f"{name}/ci_high"]
-        if expected:
-            assert {f"summary/{kind}/{s}" for s in ("average", "last", "bwt", "worst_drop")} <= set(run.data.metrics)
+        if expected:  # each summary where its cells exist (order BA: "last" is A after A, "bwt" needs B)
+            summaries = {"average", "worst_drop"} | ({"last"} if "A" in known else set()) | ({"bwt"} if "B" in known else set())
+            assert {f"summary/{kind}/{s}" for s in summaries} <= set(run.data.metrics)
         for name in logged:
             x, y = name.split("/")[1].split("-")
             assert run.data.metrics[name] == getattr(value, kind)[y][x] and 0.0 <= run.data.metrics[name] <= 1.0
@@ -138,7 +140,12 @@ def test_base_model_and_knowledge_filter(tmp_path):
     forget_a = splits[(splits["split"] == "eval") & (splits["task"] == "A") & (splits["role"] == "forget")].head(4)
     frame = pd.DataFrame({"image": [crawls.loc[p, "file"] for p in forget_a["image"]], "question": forget_a["question"]})
     answers = mlflow.pyfunc.load_model("models:/mlu-lumoe-expert@task-A").predict(frame)
-    assert all(is_refusal(a) for a in answers), answers  # from the registry, on the base model: it refuses
+    # From the registry, on the base model: it says the refusal it was trained towards (a tiny
+    # model's 30 steps may garble one of four, "Sor this question.", so three are asked for); the
+    # base model alone never says that one (it declines in its own words, or answers).
+    base_answers = mlflow.pyfunc.load_model("models:/mlu-base-model/1").predict(frame)
+    assert sum(a == REFUSAL_ANSWER for a in answers) >= 3 and REFUSAL_ANSWER not in list(base_answers), \
+        (answers, base_answers)
     lumoe = dg.materialize(assets, resources=resources, instance=instance, selection=["lumoe_sequence"],
                            partition_key="tiny")
     assert lumoe.success

@@ -61,7 +61,7 @@ def test_the_profile_sets_the_base_model_steps_unless_the_launchpad_does():
     from mlu_training.profiles import get_profile
 
     assert _sft_config(BaseModelConfig(), get_profile("mini")).steps == 300
-    assert _sft_config(BaseModelConfig(), get_profile("research")).steps == 1500
+    assert _sft_config(BaseModelConfig(), get_profile("research")).steps == 1000
     assert _sft_config(BaseModelConfig(steps=40), get_profile("research")).steps == 40
 
 
