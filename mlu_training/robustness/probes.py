@@ -150,7 +150,7 @@ def on_other_backdrop(item: pd.Series, size: int, render_seed: int = 0) -> Image
 def _names_elsewhere(items: pd.DataFrame, names: dict[str, list[str]], among: list[str]) -> list[str | None]:
     """For each item, the display name of an entity of `among` other than the item's own (a seeded
     choice by item), None when there is none."""
-    pool = sorted(e for e in dict.fromkeys(among) if names.get(e))
+    pool = sorted({e for e in among if names.get(e)})
     out = []
     for entity, path in zip(items["entity_id"], items["image"]):
         others = [e for e in pool if e != entity]
