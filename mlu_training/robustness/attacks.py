@@ -372,17 +372,18 @@ def collect_attacks(store, profile: str) -> dict[tuple[str, str], dict[str, floa
     return out
 
 
+def _interval(value: float, low: float | None, high: float | None, digits: int = 2) -> str:
+    """"0.52 [0.30, 0.70]": a value and, where it has one, its interval."""
+    bounds = f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else ""
+    return f"{value:.{digits}f}{bounds}"
+
+
 def _cell(metrics: dict[str, float], name: str, digits: int = 2) -> str:
     from ..sequences import ci_high, ci_low
 
     if name not in metrics:
         return "–"
-    value, low, high = metrics[name], metrics.get(ci_low(name)), metrics.get(ci_high(name))
-    return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else "")
-
-
-def _interval_text(row) -> str:
-    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+    return _interval(metrics[name], metrics.get(ci_low(name)), metrics.get(ci_high(name)), digits)
 
 
 def attacks_summary(evaluations: dict[tuple[str, str], dict[str, float]], model: str,
@@ -404,10 +405,11 @@ def attacks_summary(evaluations: dict[tuple[str, str], dict[str, float]], model:
             recalls = audit[(audit["measure"] == "recall") & audit["value"].notna()]
             if len(recalls):
                 worst = recalls.loc[recalls["value"].idxmin()]
-                row["lowest router recall"] = f"{_interval_text(worst)} ({worst['probe']})"
+                row["lowest router recall"] = f"{_interval(worst['value'], worst['low'], worst['high'])} ({worst['probe']})"
             retain = audit[(audit["measure"] == "over_refusal") & (audit["probe"] == "retain")]
             if len(retain):
-                row["over-refusal (retain)"] = _interval_text(retain.iloc[0])
+                retain = retain.iloc[0]
+                row["over-refusal (retain)"] = _interval(retain["value"], retain["low"], retain["high"])
         for attack in ATTACKS:
             if attack_metric(attack) in metrics:
                 correctness = metrics.get(attack_metric(attack, "forget_correctness"))
