@@ -105,42 +105,60 @@ class Stage:
 
 
 def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str] = (),
-                  orders: list[str] = (DEFAULT_ORDER,)) -> list[Stage]:
+                  orders: list[str] = (DEFAULT_ORDER,), base_seeds: list[int] = ()) -> list[Stage]:
     """Every run of the main job, in order: every baseline and LUMoE (its experts, then its
     sequence) once per seed and task order, then the report, which pools the seeds (each order is
     a row of its own). A seed is the `training.seed` of the Launchpad config: finished seeds are
     reused. The methods in `unimodal` also run confined to the projector and to the vision tower
     (first seed, first order), before their default run, so the partition's latest value stays the
     default one. The experts do not depend on the order: one set per seed, all finished before
-    LUMoE's sequences read the registry, and before the next seed's experts replace them."""
+    LUMoE's sequences read the registry, and before the next seed's experts replace them.
+    `base_seeds`: the base model taught again with each (`base_model`'s `seed`), everything above
+    run on each; the first one listed goes last, so that it stays the partition's base model (and
+    the unimodal ablation runs on it only). None given: the Launchpad's default seed, once."""
+    plan = [Stage("the benchmark group", "benchmark_job")]
+    for base_seed in [*base_seeds[1:], *base_seeds[:1]] or [None]:
+        on_base = f" (base seed {base_seed})" if len(base_seeds) > 1 else ""
+        plan += [Stage(f"the base model {model!r}{on_base}", "base_model_job", model,
+                       {"ops": {"base_model": {"config": {"seed": base_seed}}}} if base_seed is not None else None)]
+        plan += _sequences_plan(model, methods, seeds, unimodal if base_seed == (base_seeds or [None])[0] else [],
+                                orders, on_base)
+    return plan + [Stage("the report", "report_job")]
+
+
+def _seeded(asset: str, seed: int, order: str | None = None, **training) -> dict:
+    """The run config of `asset` with its training seed (and task order, training settings)."""
+    config = {"training": {"seed": seed, **training}, **({"order": order} if order else {})}
+    return {"ops": {asset: {"config": config}}}
+
+
+def _sequences_plan(model: str, methods: list[str], seeds: list[int], unimodal: list[str], orders: list[str],
+                    on_base: str) -> list[Stage]:
+    """main_job_plan's runs on one base model (`on_base` names its seed in their names)."""
     import dagster as dg
 
     from mlu_training.benchmark import TASKS
     from mlu_training.paper import UNIMODAL
 
-    def seeded(asset: str, seed: int, order: str | None = None, **training) -> dict:
-        config = {"training": {"seed": seed, **training}, **({"order": order} if order else {})}
-        return {"ops": {asset: {"config": config}}}
-
-    plan = [Stage("the benchmark group", "benchmark_job"), Stage(f"the base model {model!r}", "base_model_job", model)]
+    plan = []
     for seed in seeds:
-        tag = f" (seed {seed})" if len(seeds) > 1 else ""
+        tag = (f" (seed {seed})" if len(seeds) > 1 else "") + on_base
         if seed == seeds[0]:
             plan += [Stage(f"unlearning with {m}, {part} only{tag}", "unlearning_job",
                            dg.MultiPartitionKey({"method": m, "model": model}),
-                           seeded("unlearning_sequence", seed, orders[0], targets=part), side_by_side=True)
+                           _seeded("unlearning_sequence", seed, orders[0], targets=part), side_by_side=True)
                      for m in unimodal for part in UNIMODAL]
         for order in orders:
             told = tag + (f" (order {order})" if order != DEFAULT_ORDER else "")
             plan += [Stage(f"unlearning with {m}{told}", "unlearning_job", dg.MultiPartitionKey({"method": m, "model": model}),
-                           seeded("unlearning_sequence", seed, order), side_by_side=True) for m in methods]
+                           _seeded("unlearning_sequence", seed, order), side_by_side=True) for m in methods]
         plan += [Stage(f"the expert of task {t}{tag}", "lumoe_expert_job", dg.MultiPartitionKey({"model": model, "request": t}),
-                       seeded("lumoe_experts", seed), side_by_side=True) for t in TASKS]
+                       _seeded("lumoe_experts", seed), side_by_side=True) for t in TASKS]
         # The paper's order is the order the requests arrived in (A-D, then any later request).
         plan += [Stage(f"LUMoE's sequence{tag}", "lumoe_job", model) if order == DEFAULT_ORDER else
                  Stage(f"LUMoE's sequence{tag} (order {order})", "lumoe_job", model,
                        {"ops": {"lumoe_sequence": {"config": {"order": order}}}}) for order in orders]
-    return plan + [Stage("the report", "report_job")]
+    return plan
 
 
 def _batches(plan: list[Stage]) -> list[list[Stage]]:
@@ -238,7 +256,8 @@ def _print_timings(timings: dict[str, float], wall: float) -> None:
     print(f"  {'in all (wall clock)':<{width}}  {wall:6.0f}")
 
 
-def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), orders: list[str] = (DEFAULT_ORDER,)) -> int:
+def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), orders: list[str] = (DEFAULT_ORDER,),
+        base_seeds: list[int] = ()) -> int:
     import os
 
     quiet()  # before the definitions load: their import may warn too
@@ -267,7 +286,7 @@ def run(methods: list[str], seeds: list[int] = (0,), unimodal: list[str] = (), o
     started = time.perf_counter()
     timings: dict[str, float] = {}
     result = None
-    for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal), list(orders))):
+    for batch in _batches(main_job_plan(model, methods, list(seeds), list(unimodal), list(orders), list(base_seeds))):
         if batch[0].side_by_side and parallel_runs > 1 and len(batch) > 1:
             if side_by_side(batch, parallel_runs, timings):
                 return 1
@@ -402,6 +421,16 @@ def request(request_id: str, entities: list[str]) -> int:
     return 0
 
 
+def _seed_list(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"{option} {text!r}: whole numbers, comma-separated")
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"{option} {text!r}: each seed once")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     from mlu_training.methods import METHODS
 
@@ -412,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"baselines to run, comma-separated, of {', '.join(METHODS)} ('' for none)")
     p_run.add_argument("--seeds", default="0", help="training seeds, comma-separated (e.g. 0,1,2): every method runs "
                        "once per seed, the report pools them; finished seeds are reused")
+    p_run.add_argument("--base-seeds", default="", help="seeds of the base model, comma-separated (e.g. 0,1): it is "
+                       "taught again with each and everything runs on each; the report pools them ('' for the "
+                       "Launchpad's default, once)")
     p_run.add_argument("--orders", default=DEFAULT_ORDER, help="task orders, comma-separated (e.g. ABCD,CABD): "
                        "every method runs each order; the report shows each as a row of its own")
     p_run.add_argument("--unimodal", default="ga,npo", help="methods also run confined to the projector and to the "
@@ -430,10 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             parser.error(f"unknown method(s) {', '.join(unknown)}")
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            parser.error(f"--seeds {args.seeds!r}: whole numbers, comma-separated")
+        seeds, base_seeds = _seed_list(parser, "--seeds", args.seeds), _seed_list(parser, "--base-seeds", args.base_seeds)
         unimodal = [m for m in args.unimodal.split(",") if m]
         if set(unimodal) - set(METHODS):
             parser.error(f"--unimodal: unknown method(s) {', '.join(sorted(set(unimodal) - set(METHODS)))}")
@@ -441,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [o for o in orders if sorted(o) != sorted(DEFAULT_ORDER)]
         if bad:
             parser.error(f"--orders: {', '.join(bad)} is not an order of the tasks {DEFAULT_ORDER} (each once)")
-        return run(methods, seeds or [0], unimodal, orders)
+        return run(methods, seeds or [0], unimodal, orders, base_seeds)
     return 2
 
 

@@ -36,7 +36,9 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
     for the profile, labelled by method (and base model, when there are several). When the newest
     run's configuration also ran with other seeds (tag mlu.config_key), the newest run of each seed
     is pooled: the metrics are recomputed over every seed's answers, so the scores are the means
-    over seeds and every interval resamples the seeds too."""
+    over seeds and every interval resamples the seeds too. Seeds of the base model (tag
+    mlu.base_seed: the partition's base model taught again with another seed) pool the same way,
+    a level above the sequence's own seeds."""
     groups: dict[tuple[str, str], list] = {}
     for run in store.search_runs({"mlu.profile": profile}):  # newest first
         tags = run.data.tags
@@ -46,13 +48,15 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
     for key, runs in groups.items():
         head = runs[0]
         order = head.data.tags["mlu.order"]
-        by_seed: dict[str, object] = {}
+        by_seed: dict[tuple[str, str], object] = {}  # (base model's seed, sequence's seed) -> newest run
         for run in runs:
             if _config_key(run) == _config_key(head) and run.data.tags["mlu.order"] == order:
-                by_seed.setdefault(run.data.tags.get("mlu.seed", "0"), run)
+                by_seed.setdefault((run.data.tags.get("mlu.base_seed", ""), run.data.tags.get("mlu.seed", "0")), run)
         entry = {"run_id": head.info.run_id, "model": key[0], "method": key[1], "order": order,
                  "judge": head.data.tags.get("mlu.judge", ""),
-                 "tasks": parse_order(order), "metrics": head.data.metrics, "seeds": sorted(by_seed, key=str),
+                 "tasks": parse_order(order), "metrics": head.data.metrics,
+                 "seeds": sorted({seed for _, seed in by_seed}, key=str),
+                 "base_seeds": sorted({base for base, _ in by_seed if base}, key=str),
                  "nothing_to_unlearn": json.loads(head.data.tags.get(NOTHING_TAG) or "{}")}
         if len(by_seed) > 1:
             entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"], head.data.metrics)
@@ -63,15 +67,26 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
 
 def pooled_metrics(store, runs_by_seed: dict, method: str, tasks: list[str], head_metrics: dict) -> dict[str, float]:
     """A sequence's metrics over several seeds: every seed's answers (its run's answers.jsonl)
-    pooled with a `seed` column; LUMoE's router measures are the newest run's."""
+    pooled with a `seed` column, and a `base_seed` column when its base model's seed varies too
+    (stats.py draws those first); LUMoE's router measures are the newest run's."""
     frames = []
-    for seed, run in sorted(runs_by_seed.items()):
+    base_seeds = {base for base, _ in runs_by_seed}
+    for (base, seed), run in sorted(runs_by_seed.items()):
         path = store.download(f"runs:/{run.info.run_id}/answers/answers.jsonl")
-        frames.append(pd.read_json(path, lines=True, dtype={"task": str, "unlearned": str}).assign(seed=seed))
+        frame = pd.read_json(path, lines=True, dtype={"task": str, "unlearned": str}).assign(seed=seed)
+        frames.append(frame.assign(base_seed=base) if len(base_seeds) > 1 else frame)
     pooled = pd.concat(frames, ignore_index=True)
     pooled["score"] = pooled["score"].astype("Int64")
-    result = SequenceResult(PooledSeeds(method, tuple(tasks), tuple(sorted(runs_by_seed))), pooled)
+    seeds = tuple(f"{seed} on base seed {base}" if len(base_seeds) > 1 else seed for base, seed in sorted(runs_by_seed))
+    result = SequenceResult(PooledSeeds(method, tuple(tasks), seeds), pooled)
     return {**{k: v for k, v in head_metrics.items() if k.startswith("router/")}, **result.metrics()}
+
+
+def seeds_label(run: dict) -> str:
+    """The leaderboard's `seeds`: the sequence's seeds, and its base model's when they vary."""
+    seeds = ",".join(run.get("seeds", [])) or "–"
+    bases = run.get("base_seeds", [])
+    return f"{seeds} × base {','.join(bases)}" if len(bases) > 1 else seeds
 
 
 SHORT = {"forget_quality": "FQ", "utility": "utility"}
@@ -93,7 +108,7 @@ def leaderboard(runs: dict[str, dict]) -> pd.DataFrame:
         precision = final_values(m, "router/precision", tasks)
         recall = final_values(m, "router/recall", tasks)
         row = {"method": run.get("method", method), "base model": run.get("model", ""), "order": run["order"],
-               "seeds": ",".join(run.get("seeds", [])) or "–", "judge": run.get("judge", "")}
+               "seeds": seeds_label(run), "judge": run.get("judge", "")}
         for kind, label in (("forget_quality", "forget quality"), ("utility", "utility")):
             final = matrix_from_metrics(m, kind, tasks)[f"U{last}"].dropna()
             row[label] = final.mean() if len(final) else None
@@ -210,7 +225,8 @@ after the last request. Drift (the stability objective): Σ_t |P(M_t,t) − P(M_
 task after its own request; BWT (backward transfer): mean over earlier tasks of P(M_T,t) − P(M_t,t); worst drop:
 the largest fall of any task from right after its request to the end. [a, b]: the 95 % interval of a cluster
 bootstrap over entities and the questions about them (phrasings of one question share an answer, so they are
-resampled together), and over seeds when there are several.</p>
+resampled together), and over seeds when there are several (the base model's seeds first, then each one's
+sequence seeds).</p>
 <h2>Leaderboard</h2>{for_display(board).to_html(index=False, na_rep="–")}{notes}
 {paper_section_html(runs)}{robustness}
 <h2>Figures</h2>{images}</body></html>"""

@@ -25,7 +25,10 @@ variance when phrasings agree. The bootstrap here follows the design, top down:
   (a) seeds: when the frame has a `seed` column with more than one value (the same sequence
       trained with several seeds), the seeds are resampled with replacement first; seeds and
       items are *crossed* (every seed judged the same items), so one draw of items is shared
-      by all drawn seeds, as in a two-way (pigeonhole) bootstrap;
+      by all drawn seeds, as in a two-way (pigeonhole) bootstrap. With a `base_seed` column
+      (sequences on base models taught with different seeds) the base seeds are drawn first,
+      then within each its own sequence seeds, as many as it has: a base model's seed is the
+      outer unit, since its sequences share its weights and what it knows;
   (b) entities: resampled with replacement;
   (c) questions: within each drawn entity (each draw separately), its question clusters are
       resampled with replacement, all phrasings of a drawn question coming along.
@@ -57,7 +60,7 @@ themselves, the same number as there are, and the drawn entities and questions a
 every step Y. A percentile interval of a max (worst_drop) can sit beside its value when two
 tasks fall by about as much: the replicate max is biased upward.
 
-Columns read: `score` (Int64, may be NA), `entity_id`, `answer`, optional `seed`; and for the
+Columns read: `score` (Int64, may be NA), `entity_id`, `answer`, optional `seed` and `base_seed`; and for the
 matrix functions also `unlearned` (the step's request), `task` and `role`.
 """
 
@@ -127,6 +130,7 @@ class _Design:
     entity's clusters are contiguous and each stratum's entities are contiguous."""
     sums: np.ndarray  # (S, K, C): Σ score per seed, slot (cell) and cluster
     counts: np.ndarray  # (S, K, C): n judged
+    seed_group: np.ndarray  # (S,) the base seed of each seed (all 0 without a base_seed column)
     entity_stratum: np.ndarray  # (E,) stratum of each entity (non-decreasing)
     stratum_start: np.ndarray  # (n strata,) first entity of the stratum
     stratum_size: np.ndarray  # (n strata,) its number of entities
@@ -146,7 +150,9 @@ def _design(judged: pd.DataFrame, strata: list[str], slot: np.ndarray, n_slots: 
     stratum = _codes(judged, strata)
     entity = _codes(judged, strata + ["entity_id"])
     cluster = _codes(judged, strata + ["entity_id", "answer"])
-    seeds = _codes(judged, ["seed"]) if "seed" in judged.columns else np.zeros(len(judged), dtype=np.int64)
+    seed_columns = [c for c in ("base_seed", "seed") if c in judged.columns]
+    seeds = _codes(judged, seed_columns)  # (base seed, seed) pairs, numbered base seed first
+    bases = _codes(judged, seed_columns[:1] if "base_seed" in seed_columns else [])
     # groupby sorts lexicographically, so (stratum, entity, cluster) codes are already nested and
     # contiguous; the checks below hold by construction and guard that assumption.
     n_seeds, n_entities, n_clusters = seeds.max() + 1, entity.max() + 1, cluster.max() + 1
@@ -161,7 +167,9 @@ def _design(judged: pd.DataFrame, strata: list[str], slot: np.ndarray, n_slots: 
     counts = np.bincount(flat, minlength=size).astype(float).reshape(n_seeds, n_slots, n_clusters)
     cluster_count = np.bincount(ent_of_cluster, minlength=n_entities)
     stratum_size = np.bincount(stratum_of_entity)
-    return _Design(sums, counts, stratum_of_entity, np.concatenate([[0], np.cumsum(stratum_size)[:-1]]),
+    seed_group = np.zeros(n_seeds, dtype=np.int64)
+    seed_group[seeds] = bases
+    return _Design(sums, counts, seed_group, stratum_of_entity, np.concatenate([[0], np.cumsum(stratum_size)[:-1]]),
                    stratum_size, np.concatenate([[0], np.cumsum(cluster_count)[:-1]]), cluster_count,
                    stratum_of_entity[ent_of_cluster])
 
@@ -181,12 +189,18 @@ def _replicates(design: _Design, n_boot: int, rng: np.random.Generator) -> np.nd
     keep = np.arange(k_max) < k[..., None]
     flat = (np.arange(n_boot)[:, None, None] * n_clusters + picked)[keep]
     weights = np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters).astype(float)
-    # (a) seeds, crossed with the items: one item draw for all the drawn seeds
+    # (a) seeds, crossed with the items: one item draw for all the drawn seeds; base seeds first,
+    # then each base seed's own seeds (without base seeds: one group, the seeds drawn as before)
     n_seeds, n_slots = design.sums.shape[:2]
-    if n_seeds > 1:
-        seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(float)
-    else:
-        seed_w = np.ones((n_boot, 1))
+    seed_w = np.ones((n_boot, n_seeds))
+    groups = design.seed_group
+    n_groups = int(groups.max()) + 1
+    if n_groups > 1:
+        seed_w *= rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)[:, groups]
+    for group in range(n_groups):
+        members = np.flatnonzero(groups == group)
+        if len(members) > 1:
+            seed_w[:, members] *= rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), size=n_boot)
     num = np.einsum("bs,bsk->bk", seed_w, (weights @ design.sums.reshape(-1, n_clusters).T).reshape(
         n_boot, n_seeds, n_slots))
     den = np.einsum("bs,bsk->bk", seed_w, (weights @ design.counts.reshape(-1, n_clusters).T).reshape(
@@ -216,7 +230,8 @@ def _judged_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def score_ci(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int | None = 0) -> Interval:
     """Σ score / (2 · n judged) over `frame` with a hierarchical cluster-bootstrap percentile
-    interval: seeds (when a `seed` column holds several), then entities, then question clusters
+    interval: seeds (when a `seed` column holds several; base seeds first, with a `base_seed`
+    column), then entities, then question clusters
     (rows sharing `answer`) within each drawn entity. Missing scores are left out, as if the rows
     were absent. Needs `score`, `entity_id`, `answer`; deterministic for a given `seed`."""
     _check(n_boot, level)

@@ -74,3 +74,22 @@ def test_the_main_job_runs_each_order_and_each_seed_with_one_set_of_experts_per_
     # benchmark, base model | seed 0's baselines and experts side by side | its two LUMoE orders, alone | seed 1 … | report
     assert [len(b) for b in batches] == [1, 1, 2 + 4 + 4, 1, 1, 4 + 4, 1, 1, 1]
     assert all(s.side_by_side for s in batches[2]) and not batches[3][0].side_by_side
+
+
+def test_each_base_model_seed_teaches_the_base_model_again_and_the_first_stays_last():
+    from mlu_assets.cli import main_job_plan
+
+    plan = main_job_plan("tiny", ["ga"], [0, 1], ["ga"], ["ABCD"], base_seeds=[3, 7])
+    bases = [(i, s.run_config["ops"]["base_model"]["config"]["seed"]) for i, s in enumerate(plan)
+             if s.job == "base_model_job"]
+    assert [seed for _, seed in bases] == [7, 3]  # the first listed last: it stays the partition's base model
+    on_7, on_3 = plan[bases[0][0] + 1:bases[1][0]], plan[bases[1][0] + 1:-1]
+    for part, seed in ((on_7, 7), (on_3, 3)):
+        assert all(f"(base seed {seed})" in s.what for s in part)
+        assert len([s for s in part if s.job == "lumoe_expert_job"]) == 4 * 2  # each sequence seed's experts
+    targets = [s.run_config["ops"]["unlearning_sequence"]["config"]["training"].get("targets") for s in on_3 + on_7
+               if s.job == "unlearning_job"]
+    assert targets.count("projector") == 1 and targets.count("vision_tower") == 1  # the ablation: once, on base seed 3
+    assert [s.job for s in on_3 if "targets" in str(s.run_config)] and not [s for s in on_7 if "targets" in str(s.run_config)]
+    assert plan[-1].job == "report_job"
+    assert main_job_plan("tiny", ["ga"], [0])[1].run_config is None  # no base seeds: the Launchpad's default

@@ -181,6 +181,44 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
         assert pooled[f"{name}/ci_low"] <= pooled[name] <= pooled[f"{name}/ci_high"]
 
 
+def test_base_models_taught_with_other_seeds_are_pooled_a_level_above_the_sequence_seeds(tiny_base, tiny_world, data,
+                                                                                         tmp_path):
+    """The base model taught again with another seed: another key, the same seedless key; the
+    sequences on both pool in the report, with the base seed as a column of its own."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mlu_training.lifelong import sequence_key
+    from mlu_training.mlflow_store import MlflowStore
+    from mlu_training.models.base_model import build_base_model
+    from mlu_training.models.sft import SFTConfig
+    from mlu_training.report import collect_runs, leaderboard
+    from mlu_training.sequences import logged_run, sequence_tags
+
+    other = build_base_model(tiny_world["splits"], tiny_world["load_image"], tiny_world["digest"], tmp_path / "models",
+                             sft=SFTConfig(steps=120, batch_size=16, seed=1))
+    assert (tiny_base.seed, other.seed) == (0, 1)
+    assert other.key != tiny_base.key and other.config_key == tiny_base.config_key
+    train, evaluation, load = data
+    store = MlflowStore(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    metrics = {}
+    for base in (tiny_base, other):
+        ref = SimpleNamespace(model_uri=f"models:/mlu-base-model/{base.seed + 1}", name="tiny", seed=base.seed)
+        result = run_sequence(str(base.path), train, evaluation, load, LocalJudge(), CONFIG, tmp_path / f"on-{base.seed}")
+        metrics[base.seed] = result.metrics()
+        tags = sequence_tags("unlearning_sequence", "gd", CONFIG.order, "tiny", ref,
+                             sequence_key(CONFIG, base.key, "data", "items", "judge"), "judge", seed=0,
+                             config_key=sequence_key(CONFIG, base.config_key, "data", "", "judge", ignore_seed=True))
+        assert tags["mlu.base_seed"] == str(base.seed)
+        logged_run(store, result, tags, tmp_path / f"artifacts-{base.seed}")
+    [entry] = collect_runs(store, "tiny").values()
+    assert (entry["seeds"], entry["base_seeds"]) == (["0"], ["0", "1"])
+    assert leaderboard({"gd": entry}).loc[0, "seeds"] == "0 × base 0,1"
+    for name in (n for n in metrics[0] if n.split("/")[0] in ("forget_quality", "utility") and "/ci_" not in n):
+        assert entry["metrics"][name] == pytest.approx((metrics[0][name] + metrics[1][name]) / 2)
+        assert entry["metrics"][f"{name}/ci_low"] <= entry["metrics"][name] <= entry["metrics"][f"{name}/ci_high"]
+
+
 def test_the_reference_is_the_model_before_the_step_or_the_original(tiny_base, data, tmp_path):
     """NPO against `previous` (the backbone with the step's adapter off) or `original` (the base
     model): the same reference at the first step, so the same losses; different ones after the

@@ -96,6 +96,22 @@ def test_seeds_that_differ_widen_the_interval():
     assert one_seed == score_ci(frames[0].drop(columns="seed"), seed=5)
 
 
+def test_base_model_seeds_are_resampled_before_their_sequence_seeds():
+    """Two base models (taught with different seeds) that know different things, three unlearning
+    seeds on each that hardly differ: drawing the base seeds first sees two units, not six."""
+    rng = np.random.default_rng(6)
+    p = expit(rng.normal(0, 1, (6, 5, 1)) + np.zeros((1, 1, 5)))
+    frames = [frame_of(rng.binomial(2, expit(np.log(p / (1 - p)) + shift)), seed=s).assign(base_seed=b)
+              for b, shift in enumerate((-1.5, 1.5)) for s in range(3)]
+    pooled = pd.concat(frames, ignore_index=True)
+    nested = score_ci(pooled, seed=5)
+    flat = score_ci(pooled.assign(seed=pooled["base_seed"] * 10 + pooled["seed"]).drop(columns="base_seed"), seed=5)
+    assert nested.value == flat.value
+    assert (nested.high - nested.low) > 1.2 * (flat.high - flat.low)
+    one_base = pd.concat(frames[:3], ignore_index=True)  # one base seed: the seeds drawn exactly as without it
+    assert score_ci(one_base, seed=5) == score_ci(one_base.drop(columns="base_seed"), seed=5)
+
+
 def test_same_seed_same_interval_and_missing_scores_are_left_out():
     frame = simulate(np.random.default_rng(5))
     assert score_ci(frame, n_boot=400, seed=11) == score_ci(frame, n_boot=400, seed=11)

@@ -48,7 +48,7 @@ def lumoe_experts(context: dg.AssetExecutionContext, config: ExpertTrainingConfi
         raise dg.Failure(str(why)) from None  # before anything is trained or registered
     cfg = dataclass_from_config(ExpertConfig, config.model_dump())
     expert = train_expert(base_model.path, base_model.key, request, rows, cfg, benchmark.path("experts"),
-                          image_loader(raw_crawls))
+                          image_loader(raw_crawls), base_model.seedless_key)
     ref = register_expert(mlflow.store(), expert, base_model, cfg.params(),
                           expert_alias(request, base_model.name, models.default_key()))
     return dg.Output(ref, metadata={"entities": dg.MetadataValue.json(ref.entities), "rows": len(rows),
@@ -89,9 +89,8 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
     lumoe = LumoeConfig(tasks=tuple(order), router=routing.backend)
     # The router is calibrated on these: a checkpoint's key (its folder) does not cover them.
     distractors = declines_of(base_model.path, validated_qa_pairs, benchmark_splits).distractor_images()
-    shared = (lumoe, base_model.key, base_model.data_digest)
-    rest = (splits_digest(knowledge_filter), judge.describe(), distractors)
-    key = lumoe_key(*shared, [experts[t].key for t in order], *rest)
+    key = lumoe_key(lumoe, base_model.key, base_model.data_digest, [experts[t].key for t in order],
+                    splits_digest(knowledge_filter), judge.describe(), distractors)
     seeds = sorted({experts[t].seed for t in order})  # the experts' seeds: one, unless requests were trained apart
     work_dir = benchmark.path("lumoe", base_model.name, key[:16])
     load = image_loader(raw_crawls)
@@ -105,8 +104,12 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
         lumoe, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {lumoe.order} is up to date, read back from {work_dir}")
+    # Pooled with other seeds' runs, the experts' and the base model's: what follows from the base
+    # model (its evaluation items, its distractors) is left out of the config key with its seed.
+    config_key = lumoe_key(lumoe, base_model.seedless_key, base_model.data_digest,
+                           [experts[t].config_key for t in order], "", judge.describe())
     tags = sequence_tags("lumoe_sequence", "lumoe", lumoe.order, benchmark.profile, base_model, key, judge.describe(),
-                         seed=",".join(seeds), config_key=lumoe_key(*shared, [experts[t].config_key for t in order], *rest),
+                         seed=",".join(seeds), config_key=config_key,
                          **{"mlu.router": routing.backend})
     run_id = logged_run(store, result, tags, work_dir / "artifacts", extra_metrics=router_metrics(quality))
     summary = SequenceSummary.of(result, run_id, key, router=quality)

@@ -26,6 +26,8 @@ class BaseModelConfig(dg.Config):
     steps: int | None = None
     batch_size: int = 32
     lr: float = 2e-3
+    # Draws its initial weights, its batches and the entities it is taught to decline. Sequences on
+    # base models of different seeds pool in the report (`mlu run --base-seeds 0,1`).
     seed: int = 0
 
 
@@ -78,6 +80,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
         "calibration_refusal_unseen": measured.get("refusal_unseen", -1.0),
         "calibration_refusal_known": measured.get("refusal_known", -1.0),
         "taught_to_decline": len(pool.taught) if ref.source == "tiny" else 0,
+        "seed": ref.seed if ref.seed is not None else -1,  # -1: a checkpoint, taught elsewhere
         "path": dg.MetadataValue.path(ref.path), "source": ref.source, "reused": ref.weights_reused,
         "num_parameters": ref.num_parameters, "train_loss": ref.train_loss if ref.train_loss is not None else -1.0,
         "registered_model": ref.model_uri, "mlflow_run_id": ref.run_id,
@@ -102,9 +105,12 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
     profile = benchmark.get_profile()
     sft = _sft_config(config, profile)
     tiny = TinyLlavaConfig(image_size=profile.image_size, patch_size=max(1, profile.image_size // 4))
-    bar = tqdm(total=sft.steps, desc="teaching the base model", unit="step")
+    bars = []  # made at the first step: a model found on disk shows none
 
     def progress(step: int, loss: float) -> None:
+        if not bars:
+            bars.append(tqdm(total=sft.steps, desc="teaching the base model", unit="step"))
+        bar = bars[0]
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
         if step % 25 == 0 or step == sft.steps - 1:
@@ -114,7 +120,8 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
         return build_base_model(benchmark_splits, image_loader(raw_crawls), digest, benchmark.path("models"), tiny, sft,
                                 progress, declines=declines)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 @dg.asset(group_name=GROUP, partitions_def=model_partitions, kinds={"pytorch"}, automation_condition=ON_NEW_INPUTS,

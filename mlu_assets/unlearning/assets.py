@@ -49,8 +49,11 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
 
     result = run_sequence(base_model.path, benchmark_splits[benchmark_splits["split"] == "train"], knowledge_filter,
                           image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), cfg, work_dir, progress)
+    # Pooled with the runs of other seeds, its own and its base model's (whose evaluation items
+    # follow from the base model: the knowledge filter's digest is left out with it).
+    config_key = sequence_key(cfg, base_model.seedless_key, base_model.data_digest, "", judge.describe(), ignore_seed=True)
     tags = sequence_tags("unlearning_sequence", method, cfg.order, benchmark.profile, base_model, key, judge.describe(),
-                         seed=cfg.training.seed, config_key=sequence_key(*inputs, ignore_seed=True),
+                         seed=cfg.training.seed, config_key=config_key,
                          **{"mlu.targets": cfg.training.targets, "mlu.reference": cfg.reference})
     summary = SequenceSummary.of(result, logged_run(mlflow.store(), result, tags, work_dir / "artifacts"), key)
     return dg.Output(summary, metadata={**sequence_metadata(summary), "work_dir": dg.MetadataValue.path(str(work_dir)),

@@ -52,16 +52,22 @@ class Expert:
 
 def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str,
                ignore_seed: bool = False) -> str:
+    """What a trained expert depends on. With `ignore_seed` (and the base model's seedless key):
+    what experts trained with other seeds, theirs or their base model's, share; the rows are left
+    out, since which rows a task keeps follows from what the base model knows."""
     content = sorted(zip(forget_rows["qa_id"], forget_rows["answer"]))
     settings = config.as_dict()
     if ignore_seed:
         settings["training"] = {**settings["training"], "seed": None}
+        content = None
     return hashlib.sha256(json.dumps([task, content, settings, base_model_key], sort_keys=True).encode()).hexdigest()
 
 
 def train_expert(base_model_path: str, base_model_key: str, task: str, forget_rows: pd.DataFrame,
-                 config: ExpertConfig, experts_dir: Path, load_image) -> Expert:
-    """Train (or find already trained) the expert of `task` on its forget rows, with images."""
+                 config: ExpertConfig, experts_dir: Path, load_image, base_model_seedless_key: str = "") -> Expert:
+    """Train (or find already trained) the expert of `task` on its forget rows, with images.
+    `base_model_seedless_key`: the base model's key without its seed (BaseModelRef.seedless_key),
+    for the expert's config key; default `base_model_key`."""
     from ..adapters import train_adapter
     from ..methods import get_method
     from ..models.vlm import VisionLanguageModel, seed_everything
@@ -71,7 +77,8 @@ def train_expert(base_model_path: str, base_model_key: str, task: str, forget_ro
     entities = sorted(forget_rows["entity_id"].unique())
     key = expert_key(task, forget_rows, config, base_model_key)
     same_but_seed = {"seed": config.training.seed,
-                     "config_key": expert_key(task, forget_rows, config, base_model_key, ignore_seed=True)}
+                     "config_key": expert_key(task, forget_rows, config, base_model_seedless_key or base_model_key,
+                                              ignore_seed=True)}
     out = Path(experts_dir) / f"{task}-{key[:12]}"
     if (out / EXPERT_INFO).is_file():
         info = json.loads((out / EXPERT_INFO).read_text())

@@ -30,6 +30,8 @@ class BaseModel:
     train_losses: list[float]
     reused: bool
     key: str
+    seed: int | None = None  # the seed it was taught with (a tiny model); a checkpoint has none
+    config_key: str = ""  # the key with the seed left out: base models that differ only by seed share it
 
     @property
     def final_loss(self) -> float | None:
@@ -37,8 +39,15 @@ class BaseModel:
 
 
 def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig, declines_digest: str = "",
-               withheld: frozenset[str] = frozenset()) -> str:
-    parts = [RECIPE_VERSION, data_digest, tiny.as_dict(), sft.as_dict(), declines_digest]
+               withheld: frozenset[str] = frozenset(), ignore_seed: bool = False) -> str:
+    """What the tiny model's weights depend on. With `ignore_seed`: what models taught with
+    different seeds share (the seed also draws the declining pool, whose digest is left out too),
+    the key the report pools their sequences by."""
+    settings = sft.as_dict()
+    if ignore_seed:
+        settings["seed"] = None
+        declines_digest = "seeded pool" if declines_digest else ""
+    parts = [RECIPE_VERSION, data_digest, tiny.as_dict(), settings, declines_digest]
     if withheld:  # only then: the keys of models trained on everything stay as they were
         parts.append(sorted(withheld))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -55,12 +64,14 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     `withheld`: entity ids never trained on (the gold model of robustness/gold.py); their texts
     still build the tokenizer, so both models split every answer into the same tokens."""
     taught = declines.training_pairs() if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
-    key = recipe_key(data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
+    recipe = (data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
+    key = recipe_key(*recipe)
+    seeds = {"seed": sft.seed, "config_key": recipe_key(*recipe, ignore_seed=True)}
     out = Path(models_dir) / "base" / key[:16]
     manifest = out / MANIFEST
     if manifest.is_file():
         info = json.loads(manifest.read_text())
-        return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key)
+        return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key, **seeds)
     taught_rows = splits[(splits["split"] == "train") & ~splits["entity_id"].isin(set(withheld))]
     train = pd.concat([taught_rows[["image", "question", "answer"]],
                        taught[["image", "question", "answer"]]], ignore_index=True)
@@ -78,7 +89,7 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     (tmp / MANIFEST).write_text(json.dumps(info))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-written model is never found at `out`
-    return BaseModel(out, "tiny", vlm.num_parameters(), losses, False, key)
+    return BaseModel(out, "tiny", vlm.num_parameters(), losses, False, key, **seeds)
 
 
 def checkpoint_base_model(path: str) -> BaseModel:

@@ -36,6 +36,13 @@ class BaseModelRef:
     reused: bool  # registered before with the same recipe (or adopted)
     weights_reused: bool = False  # the weights were found on disk, not trained
     calibration: dict | None = None  # how often it declines known / never-seen entities (declining.calibration)
+    seed: int | None = None  # the seed a tiny model was taught with; None for a checkpoint
+    config_key: str = ""  # `key` with the seed left out (a checkpoint: its key)
+
+    @property
+    def seedless_key(self) -> str:
+        """What base models that differ only by their seed share: runs on them are pooled."""
+        return self.config_key or self.key
 
 
 def provide_base_model(source: ModelSource, store: MlflowStore, data_digest: str, profile_name: str,
@@ -54,7 +61,8 @@ def provide_base_model(source: ModelSource, store: MlflowStore, data_digest: str
     return BaseModelRef(name=source.key, path=str(model.path), source=source.kind, key=model.key,
                         data_digest=data_digest, num_parameters=model.num_parameters, train_loss=model.final_loss,
                         version=registered.version, model_uri=registered.model_uri, run_id=registered.run_id,
-                        reused=registered.reused, weights_reused=model.reused)
+                        reused=registered.reused, weights_reused=model.reused, seed=model.seed,
+                        config_key=model.config_key)
 
 
 def register_base_model(store: MlflowStore, model: "BaseModel", partition: str, profile_name: str, data_digest: str,
