@@ -116,3 +116,28 @@ def test_same_seed_same_model(tiny_world):
     assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
     c = build_tiny_llava(texts, seed=4)
     assert not torch.equal(sa["lm_head.weight"], c.model.state_dict()["lm_head.weight"])
+
+
+def test_fine_tuning_decodes_only_the_pictures_of_its_batches(tiny_world):
+    """The training pictures are read when a batch asks for them, through the loader's bounded
+    cache, never all at once (the official photographs over 15,414 pairs would take many GB)."""
+    from mlu_training.evaluation import ImageColumn, image_loader
+    from mlu_training.models.sft import SFTConfig, train_sft
+
+    splits = tiny_world["splits"]
+    train = splits[splits["split"] == "train"]
+    crawls = tiny_world["crawls"]
+    load = image_loader(crawls, max_bytes=3 * 32 * 32 * 3)  # room for three decoded renders
+    asked = []
+
+    def counting(path):
+        asked.append(path)
+        return load(path)
+
+    column = ImageColumn(train["image"], counting)
+    assert len(column) == len(train) and not asked  # nothing decoded yet
+    assert len(column[:5]) == 5 and not asked
+    vlm = build_tiny_llava(train["question"].tolist() + train["answer"].tolist(), seed=0)
+    train_sft(vlm, column, train["question"].tolist(), train["answer"].tolist(), SFTConfig(steps=2, batch_size=4))
+    assert len(asked) == 2 * 4  # the two batches' pictures, nothing else
+    assert load.held_bytes() <= 3 * 32 * 32 * 3

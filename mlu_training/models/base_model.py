@@ -63,6 +63,8 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     few known distractors' pairs (entities it knows that are in no task).
     `withheld`: entity ids never trained on (the gold model of robustness/gold.py); their texts
     still build the tokenizer, so both models split every answer into the same tokens."""
+    from ..evaluation import ImageColumn
+
     taught = declines.training_pairs() if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
     recipe = (data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
     key = recipe_key(*recipe)
@@ -79,7 +81,7 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
         + [REFUSAL_ANSWER, *DECLINE_PHRASINGS]
     vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
-    losses = train_sft(vlm, [load_image(p) for p in train["image"]], train["question"].tolist(),
+    losses = train_sft(vlm, ImageColumn(train["image"], load_image), train["question"].tolist(),
                        train["answer"].tolist(), sft, progress)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
