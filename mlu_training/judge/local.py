@@ -121,10 +121,6 @@ NEGATION_SCOPE = 4
 
 
 # -- generic text measures (kept from rules-v1, used by the tests and other modules) --------------
-def stems(text: str) -> list[str]:
-    return stems_of(text)
-
-
 def degeneracy(response: str) -> str | None:
     """Why the response is degenerate, or None."""
     words = re.findall(r"\w+", response.lower())
