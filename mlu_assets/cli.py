@@ -120,7 +120,7 @@ def main_job_plan(model: str, methods: list[str], seeds: list[int], unimodal: li
     for base_seed in [*base_seeds[1:], *base_seeds[:1]] or [None]:
         on_base = f" (base seed {base_seed})" if len(base_seeds) > 1 else ""
         plan += [Stage(f"the base model {model!r}{on_base}", "base_model_job", model,
-                       {"ops": {"base_model": {"config": {"seed": base_seed}}}} if base_seed is not None else None)]
+                       {"ops": {"base_model": {"config": {"seed": base_seed}}}} if base_seed is not None else {})]
         plan += _sequences_plan(model, methods, seeds, unimodal if base_seed == (base_seeds or [None])[0] else [],
                                 orders, on_base)
     return plan + [Stage("the report", "report_job")]

@@ -154,6 +154,10 @@ class MlflowStore:
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, version)
 
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]):
         """Tag a registered version; returns it as it now is."""
         for k, v in tags.items():

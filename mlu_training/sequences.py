@@ -331,8 +331,10 @@ def logged_run(store, result: SequenceResult, tags: dict[str, str], artifacts_di
                extra_metrics: dict[str, float] | None = None) -> str:
     """The run of this sequence: the one already logged for its key on this base model (the same
     key gives the same numbers), or a new one. Identical weights under two names share the work,
-    but each base model gets its own run."""
+    but each base model gets its own run. A run found gets today's tags (the config key and base
+    seed the report pools by may be newer than the run)."""
     previous = store.find_run({"mlu.sequence_key": tags["mlu.sequence_key"], "mlu.model": tags["mlu.model"]})
     if previous is not None:
+        store.set_run_tags(previous.info.run_id, {k: v for k, v in tags.items() if previous.data.tags.get(k) != v})
         return previous.info.run_id
     return log_sequence(store, result, tags, artifacts_dir, extra_metrics)

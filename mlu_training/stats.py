@@ -192,15 +192,19 @@ def _replicates(design: _Design, n_boot: int, rng: np.random.Generator) -> np.nd
     # (a) seeds, crossed with the items: one item draw for all the drawn seeds; base seeds first,
     # then each base seed's own seeds (without base seeds: one group, the seeds drawn as before)
     n_seeds, n_slots = design.sums.shape[:2]
-    seed_w = np.ones((n_boot, n_seeds))
     groups = design.seed_group
     n_groups = int(groups.max()) + 1
     if n_groups > 1:
-        seed_w *= rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)[:, groups]
-    for group in range(n_groups):
-        members = np.flatnonzero(groups == group)
-        if len(members) > 1:
-            seed_w[:, members] *= rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), size=n_boot)
+        # a base seed drawn c times brings c independent draws of its m seeds: m·c draws among them
+        drawn = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
+        seed_w = np.zeros((n_boot, n_seeds))
+        for group in range(n_groups):
+            members = np.flatnonzero(groups == group)
+            seed_w[:, members] = rng.multinomial(drawn[:, group] * len(members), np.full(len(members), 1.0 / len(members)))
+    elif n_seeds > 1:
+        seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(float)
+    else:
+        seed_w = np.ones((n_boot, 1))
     num = np.einsum("bs,bsk->bk", seed_w, (weights @ design.sums.reshape(-1, n_clusters).T).reshape(
         n_boot, n_seeds, n_slots))
     den = np.einsum("bs,bsk->bk", seed_w, (weights @ design.counts.reshape(-1, n_clusters).T).reshape(

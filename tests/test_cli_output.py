@@ -92,4 +92,4 @@ def test_each_base_model_seed_teaches_the_base_model_again_and_the_first_stays_l
     assert targets.count("projector") == 1 and targets.count("vision_tower") == 1  # the ablation: once, on base seed 3
     assert [s.job for s in on_3 if "targets" in str(s.run_config)] and not [s for s in on_7 if "targets" in str(s.run_config)]
     assert plan[-1].job == "report_job"
-    assert main_job_plan("tiny", ["ga"], [0])[1].run_config is None  # no base seeds: the Launchpad's default
+    assert main_job_plan("tiny", ["ga"], [0])[1].run_config == {}  # no base seeds: the Launchpad's default

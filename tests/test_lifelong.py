@@ -183,14 +183,16 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
 
 def test_base_models_taught_with_other_seeds_are_pooled_a_level_above_the_sequence_seeds(tiny_base, tiny_world, data,
                                                                                          tmp_path):
-    """The base model taught again with another seed: another key, the same seedless key; the
-    sequences on both pool in the report, with the base seed as a column of its own."""
-    from dataclasses import replace
+    """The base model taught again with another seed: another key, the same seedless key; each
+    keeps the items it knows; the sequences on both pool in the report, the base seed a column of
+    its own. A run found again takes today's tags (a config key newer than the run)."""
     from types import SimpleNamespace
 
+    from mlu_training.data.splits import splits_digest
     from mlu_training.lifelong import sequence_key
     from mlu_training.mlflow_store import MlflowStore
     from mlu_training.models.base_model import build_base_model
+    from mlu_training.models.knowledge import filter_known, seedless_items_key
     from mlu_training.models.sft import SFTConfig
     from mlu_training.report import collect_runs, leaderboard
     from mlu_training.sequences import logged_run, sequence_tags
@@ -201,22 +203,35 @@ def test_base_models_taught_with_other_seeds_are_pooled_a_level_above_the_sequen
     assert other.key != tiny_base.key and other.config_key == tiny_base.config_key
     train, evaluation, load = data
     store = MlflowStore(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    metrics = {}
+    metrics, kept = {}, {}
     for base in (tiny_base, other):
+        vlm = VisionLanguageModel.load(base.path)
+        kept[base.seed] = filter_known(vlm, evaluation, load, LocalJudge(), 2, 16, 32).kept
         ref = SimpleNamespace(model_uri=f"models:/mlu-base-model/{base.seed + 1}", name="tiny", seed=base.seed)
-        result = run_sequence(str(base.path), train, evaluation, load, LocalJudge(), CONFIG, tmp_path / f"on-{base.seed}")
+        result = run_sequence(str(base.path), train, kept[base.seed], load, LocalJudge(), CONFIG, tmp_path / f"on-{base.seed}")
         metrics[base.seed] = result.metrics()
         tags = sequence_tags("unlearning_sequence", "gd", CONFIG.order, "tiny", ref,
-                             sequence_key(CONFIG, base.key, "data", "items", "judge"), "judge", seed=0,
-                             config_key=sequence_key(CONFIG, base.config_key, "data", "", "judge", ignore_seed=True))
+                             sequence_key(CONFIG, base.key, "data", splits_digest(kept[base.seed]), "judge"), "judge",
+                             config_key=sequence_key(CONFIG, base.config_key, "data", seedless_items_key(kept[base.seed]),
+                                                     "judge", ignore_seed=True))
         assert tags["mlu.base_seed"] == str(base.seed)
-        logged_run(store, result, tags, tmp_path / f"artifacts-{base.seed}")
+        first = logged_run(store, result, {**tags, "mlu.config_key": "before-the-upgrade"}, tmp_path / f"a-{base.seed}")
+        assert logged_run(store, result, tags, tmp_path / f"b-{base.seed}") == first  # found again, not logged twice
+        assert store.client.get_run(first).data.tags["mlu.config_key"] == tags["mlu.config_key"]
+    assert seedless_items_key(kept[0]) == seedless_items_key(kept[1])  # the same filter, whatever each kept
+    stricter = filter_known(VisionLanguageModel.load(other.path), evaluation, load, LocalJudge(), 1, 16, 32).kept
+    assert seedless_items_key(stricter) != seedless_items_key(kept[1])  # another threshold: another configuration
+    stored_before = kept[0].copy()
+    stored_before.attrs = {}  # a table kept before the filter's settings were: its own digest, pooled with nothing
+    assert seedless_items_key(stored_before) == splits_digest(stored_before)
     [entry] = collect_runs(store, "tiny").values()
     assert (entry["seeds"], entry["base_seeds"]) == (["0"], ["0", "1"])
     assert leaderboard({"gd": entry}).loc[0, "seeds"] == "0 × base 0,1"
     for name in (n for n in metrics[0] if n.split("/")[0] in ("forget_quality", "utility") and "/ci_" not in n):
-        assert entry["metrics"][name] == pytest.approx((metrics[0][name] + metrics[1][name]) / 2)
-        assert entry["metrics"][f"{name}/ci_low"] <= entry["metrics"][name] <= entry["metrics"][f"{name}/ci_high"]
+        if name in metrics[1]:  # each base model's own items: the pooled score lies between the two
+            low, high = sorted((metrics[0][name], metrics[1][name]))
+            assert low - 1e-9 <= entry["metrics"][name] <= high + 1e-9
+            assert entry["metrics"][f"{name}/ci_low"] <= entry["metrics"][name] <= entry["metrics"][f"{name}/ci_high"]
 
 
 def test_the_reference_is_the_model_before_the_step_or_the_original(tiny_base, data, tmp_path):

@@ -75,6 +75,7 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
     from mlu_training.lumoe.registry import registered_experts
     from mlu_training.lumoe.sequence import LumoeConfig, lumoe_key, request_order, router_metrics, run_or_read_lumoe
     from mlu_training.models.base_model import declines_of
+    from mlu_training.models.knowledge import seedless_items_key
     from mlu_training.sequences import logged_run, parse_order, sequence_tags
 
     compute.use_threads(shares_machine=False)  # one per base model, after every expert
@@ -104,10 +105,10 @@ def lumoe_sequence(context: dg.AssetExecutionContext, config: LumoeSequenceConfi
         lumoe, on_step=lambda i, t, p: context.log.info(f"lumoe on {base_model.name}: request {i + 1}/{len(order)} ({t}) {p}"))
     if reused:
         context.log.info(f"lumoe on {base_model.name}: {lumoe.order} is up to date, read back from {work_dir}")
-    # Pooled with other seeds' runs, the experts' and the base model's: what follows from the base
-    # model (its evaluation items, its distractors) is left out of the config key with its seed.
-    config_key = lumoe_key(lumoe, base_model.seedless_key, base_model.data_digest,
-                           [experts[t].config_key for t in order], "", judge.describe())
+    # Pooled with other seeds' runs, the experts' and the base model's: what its seed draws (the
+    # kept items, the distractors) is left out of the config key with it.
+    config_key = lumoe_key(lumoe, base_model.seedless_key, base_model.data_digest, [experts[t].config_key for t in order],
+                           seedless_items_key(knowledge_filter), judge.describe())
     tags = sequence_tags("lumoe_sequence", "lumoe", lumoe.order, benchmark.profile, base_model, key, judge.describe(),
                          seed=",".join(seeds), config_key=config_key,
                          **{"mlu.router": routing.backend})

@@ -34,6 +34,7 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
     from mlu_training.data.splits import splits_digest
     from mlu_training.evaluation import image_loader
     from mlu_training.lifelong import run_sequence, sequence_dir, sequence_key
+    from mlu_training.models.knowledge import seedless_items_key
     from mlu_training.sequences import logged_run, sequence_tags
 
     threads = compute.use_threads(shares_machine=True)  # the baselines run side by side
@@ -49,9 +50,10 @@ def unlearning_sequence(context: dg.AssetExecutionContext, config: UnlearningSeq
 
     result = run_sequence(base_model.path, benchmark_splits[benchmark_splits["split"] == "train"], knowledge_filter,
                           image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), cfg, work_dir, progress)
-    # Pooled with the runs of other seeds, its own and its base model's (whose evaluation items
-    # follow from the base model: the knowledge filter's digest is left out with it).
-    config_key = sequence_key(cfg, base_model.seedless_key, base_model.data_digest, "", judge.describe(), ignore_seed=True)
+    # Pooled with the runs of other seeds, its own and its base model's (whose kept items differ:
+    # the knowledge filter's settings stand for them).
+    config_key = sequence_key(cfg, base_model.seedless_key, base_model.data_digest, seedless_items_key(knowledge_filter),
+                              judge.describe(), ignore_seed=True)
     tags = sequence_tags("unlearning_sequence", method, cfg.order, benchmark.profile, base_model, key, judge.describe(),
                          seed=cfg.training.seed, config_key=config_key,
                          **{"mlu.targets": cfg.training.targets, "mlu.reference": cfg.reference})

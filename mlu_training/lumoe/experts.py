@@ -53,13 +53,11 @@ class Expert:
 def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_model_key: str,
                ignore_seed: bool = False) -> str:
     """What a trained expert depends on. With `ignore_seed` (and the base model's seedless key):
-    what experts trained with other seeds, theirs or their base model's, share; the rows are left
-    out, since which rows a task keeps follows from what the base model knows."""
+    what experts trained with other seeds, theirs or their base model's, share."""
     content = sorted(zip(forget_rows["qa_id"], forget_rows["answer"]))
     settings = config.as_dict()
     if ignore_seed:
         settings["training"] = {**settings["training"], "seed": None}
-        content = None
     return hashlib.sha256(json.dumps([task, content, settings, base_model_key], sort_keys=True).encode()).hexdigest()
 
 

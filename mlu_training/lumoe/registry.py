@@ -69,7 +69,9 @@ def register_expert(store: MlflowStore, expert: Expert, base_model, params: dict
             "mlu.expert_config_key": expert.config_key or expert.key,
             "mlu.train_loss": f"{train_loss:.4f}" if train_loss is not None else "n/a"}
     existing = store.find_model_version(REGISTERED_EXPERT, {"mlu.expert_key": expert.key, PARTITION_TAG: base_model.name})
-    if existing is not None:
+    if existing is not None:  # with today's tags (its config key may be newer than the version)
+        store.set_version_tags(REGISTERED_EXPERT, str(existing.version),
+                               {k: v for k, v in tags.items() if existing.tags.get(k) != v})
         registered = RegisteredVersion(REGISTERED_EXPERT, str(existing.version), existing.run_id, reused=True)
     else:
         with store.start_run(f"lumoe-expert-{expert.task}", {"mlu.kind": "lumoe_expert", **tags}) as run:

@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 
 from ..benchmark import TASKS
-from ..evaluation import ImageColumn, score_answers
+from ..evaluation import score_answers
 from .answers import AnswerCache
 from ..router.base import Registry, router_quality
 from ..sequences import SequenceResult, format_order, xuy_metric
@@ -66,7 +66,9 @@ def run_lumoe_sequence(base_model_path: str, experts: dict[str, tuple[str, list[
     mixture = ExpertMixture(base_model_path)
     answers = AnswerCache() if answers is None else answers
     inputs = list(zip(items["image"], items["question"]))  # what each answer depends on, besides model and route
-    images = ImageColumn(items["image"], load_image)
+    # A list, read once: the routers key their features by the image object, and the evaluation
+    # items' pictures (2,745 on `full`) are asked for after every request.
+    images = [load_image(p) for p in items["image"]]
     frames, quality = [], []
     router = None
     for index, task in enumerate(config.tasks):

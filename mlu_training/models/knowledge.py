@@ -9,6 +9,8 @@ import pandas as pd
 
 from ..benchmark import RETAIN
 
+SETTINGS = "knowledge_filter"  # the key of the filter's settings in the kept table's attrs
+
 
 @dataclass
 class KnowledgeFilter:
@@ -40,4 +42,18 @@ def filter_known(vlm, items: pd.DataFrame, load_image, judge, threshold: int, ba
     per_task["kept_fraction"] = (per_task["kept"] / per_task["items"]).round(3)
     per_variant = table.groupby("variant")["kept"].mean().round(3).rename("kept_fraction").reset_index()
     kept = table[table["kept"]].drop(columns=["kept"]).reset_index(drop=True)
+    kept.attrs[SETTINGS] = {"threshold": threshold, "max_new_tokens": max_new_tokens}  # kept by parquet too
     return KnowledgeFilter(kept, table, per_task, per_variant)
+
+
+def seedless_items_key(kept: pd.DataFrame) -> str:
+    """What a filtered table's items depend on besides the base model and the judge: the filter's
+    settings, for config keys that pool runs on base models taught with other seeds (whose kept
+    items differ). A table stored before the settings were kept with it: its items' digest, so
+    it pools with nothing it might not belong with."""
+    import json
+
+    from ..data.splits import splits_digest
+
+    settings = kept.attrs.get(SETTINGS)
+    return json.dumps(settings, sort_keys=True) if settings else splits_digest(kept)
