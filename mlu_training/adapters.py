@@ -11,6 +11,12 @@ from .benchmark import FORGET, RETAIN
 from .texts import REFUSAL_ANSWER
 
 
+def without_training_seed(settings: dict) -> dict:
+    """A config's settings (`as_dict()`, with a `training` AdapterTraining) with the training seed
+    left out: what runs of one configuration with other seeds share (their config key)."""
+    return {**settings, "training": {**settings["training"], "seed": None}}
+
+
 @dataclass(frozen=True)
 class AdapterTraining:
     """How one LoRA adapter is trained, whatever the method: the baselines' steps and LUMoE's

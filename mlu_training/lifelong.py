@@ -19,7 +19,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .adapters import AdapterTraining
+from .adapters import AdapterTraining, without_training_seed
 from .benchmark import DEFAULT_ORDER
 from .sequences import SequenceResult, nothing_to_unlearn
 
@@ -69,9 +69,7 @@ def sequence_key(config: UnlearningConfig, base_model_key: str, data_digest: str
     """What a finished sequence depends on: a step is reused only when all of it is unchanged (so a
     finished seed is reused, and another seed is a sequence of its own). With `ignore_seed`: what
     runs with different seeds share, the key the report pools seeds by (the config key)."""
-    settings = config.as_dict()
-    if ignore_seed:
-        settings["training"] = {**settings["training"], "seed": None}
+    settings = without_training_seed(config.as_dict()) if ignore_seed else config.as_dict()
     return hashlib.sha256(json.dumps([settings, base_model_key, data_digest, eval_digest, judge],
                                      sort_keys=True).encode()).hexdigest()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..adapters import AdapterTraining
+from ..adapters import AdapterTraining, without_training_seed
 from ..benchmark import FORGET
 
 EXPERT_INFO = "mlu_expert.json"
@@ -55,9 +55,7 @@ def expert_key(task: str, forget_rows: pd.DataFrame, config: ExpertConfig, base_
     """What a trained expert depends on. With `ignore_seed` (and the base model's seedless key):
     what experts trained with other seeds, theirs or their base model's, share."""
     content = sorted(zip(forget_rows["qa_id"], forget_rows["answer"]))
-    settings = config.as_dict()
-    if ignore_seed:
-        settings["training"] = {**settings["training"], "seed": None}
+    settings = without_training_seed(config.as_dict()) if ignore_seed else config.as_dict()
     return hashlib.sha256(json.dumps([task, content, settings, base_model_key], sort_keys=True).encode()).hexdigest()
 
 
