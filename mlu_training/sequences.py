@@ -106,11 +106,10 @@ def sequence_tags(kind: str, method: str, order: str, profile: str, base_model, 
     (runs of one config key and different seeds, of the sequence or of its base model, are one
     experiment repeated)."""
     assert kind in SEQUENCE_RUN_KINDS, kind
-    base_seed = getattr(base_model, "seed", None)
     return {"mlu.kind": kind, "mlu.method": method, "mlu.order": order, "mlu.profile": profile,
             "mlu.base_model": base_model.model_uri, "mlu.model": base_model.name, "mlu.sequence_key": sequence_key,
             "mlu.judge": judge, "mlu.seed": str(seed), "mlu.config_key": config_key or sequence_key,
-            "mlu.base_seed": "" if base_seed is None else str(base_seed), **extra}
+            "mlu.base_seed": "" if base_model.seed is None else str(base_model.seed), **extra}
 
 
 # -- the result -------------------------------------------------------------------------------

@@ -150,9 +150,9 @@ def _design(judged: pd.DataFrame, strata: list[str], slot: np.ndarray, n_slots: 
     stratum = _codes(judged, strata)
     entity = _codes(judged, strata + ["entity_id"])
     cluster = _codes(judged, strata + ["entity_id", "answer"])
-    seed_columns = [c for c in ("base_seed", "seed") if c in judged.columns]
-    seeds = _codes(judged, seed_columns)  # (base seed, seed) pairs, numbered base seed first
-    bases = _codes(judged, seed_columns[:1] if "base_seed" in seed_columns else [])
+    base_column = ["base_seed"] if "base_seed" in judged.columns else []
+    seeds = _codes(judged, base_column + (["seed"] if "seed" in judged.columns else []))  # numbered base seed first
+    bases = _codes(judged, base_column)
     # groupby sorts lexicographically, so (stratum, entity, cluster) codes are already nested and
     # contiguous; the checks below hold by construction and guard that assumption.
     n_seeds, n_entities, n_clusters = seeds.max() + 1, entity.max() + 1, cluster.max() + 1

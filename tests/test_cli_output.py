@@ -87,9 +87,11 @@ def test_each_base_model_seed_teaches_the_base_model_again_and_the_first_stays_l
     for part, seed in ((on_7, 7), (on_3, 3)):
         assert all(f"(base seed {seed})" in s.what for s in part)
         assert len([s for s in part if s.job == "lumoe_expert_job"]) == 4 * 2  # each sequence seed's experts
-    targets = [s.run_config["ops"]["unlearning_sequence"]["config"]["training"].get("targets") for s in on_3 + on_7
-               if s.job == "unlearning_job"]
-    assert targets.count("projector") == 1 and targets.count("vision_tower") == 1  # the ablation: once, on base seed 3
-    assert [s.job for s in on_3 if "targets" in str(s.run_config)] and not [s for s in on_7 if "targets" in str(s.run_config)]
+    def targets(part):
+        return [s.run_config["ops"]["unlearning_sequence"]["config"]["training"].get("targets") for s in part
+                if s.job == "unlearning_job"]
+
+    assert sorted(filter(None, targets(on_3))) == ["projector", "vision_tower"]  # the ablation: once, on base seed 3
+    assert not any(targets(on_7))
     assert plan[-1].job == "report_job"
     assert main_job_plan("tiny", ["ga"], [0])[1].run_config == {}  # no base seeds: the Launchpad's default

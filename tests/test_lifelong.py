@@ -155,7 +155,7 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
 
     train, evaluation, load = data
     store = MlflowStore(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    base = SimpleNamespace(model_uri="models:/mlu-base-model/1", name="tiny")
+    base = SimpleNamespace(model_uri="models:/mlu-base-model/1", name="tiny", seed=None)  # a checkpoint's
     metrics, keys = {}, {}
     for seed in (0, 1):
         config = replace(CONFIG, training=replace(CONFIG.training, seed=seed))

@@ -3,11 +3,13 @@ these only (a model must know before it can forget), so every later number depen
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ..benchmark import RETAIN
+from ..data.splits import splits_digest
 
 SETTINGS = "knowledge_filter"  # the key of the filter's settings in the kept table's attrs
 
@@ -51,9 +53,5 @@ def seedless_items_key(kept: pd.DataFrame) -> str:
     settings, for config keys that pool runs on base models taught with other seeds (whose kept
     items differ). A table stored before the settings were kept with it: its items' digest, so
     it pools with nothing it might not belong with."""
-    import json
-
-    from ..data.splits import splits_digest
-
     settings = kept.attrs.get(SETTINGS)
     return json.dumps(settings, sort_keys=True) if settings else splits_digest(kept)
