@@ -141,3 +141,39 @@ def test_fine_tuning_decodes_only_the_pictures_of_its_batches(tiny_world):
     train_sft(vlm, column, train["question"].tolist(), train["answer"].tolist(), SFTConfig(steps=2, batch_size=4))
     assert len(asked) == 2 * 4  # the two batches' pictures, nothing else
     assert load.held_bytes() <= 3 * 32 * 32 * 3
+
+
+def test_a_stopped_fine_tuning_resumes_to_the_same_model(tiny_world, tmp_path):
+    """`full`'s fine-tuning takes hours on a CPU: stopped at step 5 of 7, it goes on from the state
+    saved at step 4 and ends with the very weights and losses of a run that was never stopped."""
+    from mlu_training.evaluation import ImageColumn, image_loader
+    from mlu_training.models.sft import SFTConfig, train_sft
+
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    texts = train["question"].tolist() + train["answer"].tolist()
+    images = ImageColumn(train["image"], image_loader(tiny_world["crawls"]))
+    args = (images, train["question"].tolist(), train["answer"].tolist(), SFTConfig(steps=7, batch_size=4, warmup_steps=3))
+
+    whole = build_tiny_llava(texts, seed=0)
+    losses = train_sft(whole, *args)
+
+    class Stopped(Exception):
+        pass
+
+    def stop_at_step_5(step, loss):
+        if step == 4:
+            raise Stopped
+
+    state = tmp_path / "training.pt"
+    first = build_tiny_llava(texts, seed=0)
+    with pytest.raises(Stopped):
+        train_sft(first, *args, progress=stop_at_step_5, checkpoint=state, checkpoint_every=2)
+    assert state.is_file()
+    steps_run = []
+    resumed = build_tiny_llava(texts, seed=0)  # a fresh process: the weights come from the state
+    resumed_losses = train_sft(resumed, *args, progress=lambda step, loss: steps_run.append(step),
+                               checkpoint=state, checkpoint_every=2)
+    assert steps_run == [4, 5, 6]  # steps 1-4 were not run again
+    assert resumed_losses == losses
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -110,8 +110,10 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
     def progress(step: int, loss: float) -> None:
         if not bars:
             bars.append(tqdm(total=sft.steps, desc="teaching the base model", unit="step"))
+            if step:
+                context.log.info(f"base model resumes at step {step + 1}/{sft.steps} (the state a stopped run saved)")
         bar = bars[0]
-        bar.update(1)
+        bar.update(step + 1 - bar.n)
         bar.set_postfix(loss=f"{loss:.3f}")
         if step % 25 == 0 or step == sft.steps - 1:
             context.log.info(f"base model step {step + 1}/{sft.steps}: loss {loss:.4f}")

@@ -81,8 +81,10 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
         + [REFUSAL_ANSWER, *DECLINE_PHRASINGS]
     vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
+    # Resumed if an earlier attempt was stopped: `full`'s fine-tuning takes hours on a CPU.
+    training_state = out.with_name(out.name + ".training.pt")
     losses = train_sft(vlm, ImageColumn(train["image"], load_image), train["question"].tolist(),
-                       train["answer"].tolist(), sft, progress)
+                       train["answer"].tolist(), sft, progress, checkpoint=training_state)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vlm.save(tmp)
@@ -91,6 +93,7 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     (tmp / MANIFEST).write_text(json.dumps(info))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-written model is never found at `out`
+    training_state.unlink(missing_ok=True)
     return BaseModel(out, "tiny", vlm.num_parameters(), losses, False, key, **seeds)
 
 

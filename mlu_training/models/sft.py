@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -31,11 +33,19 @@ class SFTConfig:
 
 
 def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions: Sequence[str],
-              answers: Sequence[str], config: SFTConfig, progress: Callable[[int, float], None] | None = None) -> list[float]:
+              answers: Sequence[str], config: SFTConfig, progress: Callable[[int, float], None] | None = None,
+              checkpoint: Path | None = None, checkpoint_every: int = 100) -> list[float]:
     """Full fine-tuning on (image, question, answer) triples; returns the loss of every step.
 
     Batches come from a seeded `BatchStream` (grouped by length where the config says so), so the
     same seed gives the same model.
+
+    `checkpoint` (a file): the training state is saved there every `checkpoint_every` steps, and a
+    state found there is resumed, so a long fine-tuning (`full`: hours on a CPU) that is stopped
+    goes on where it was instead of starting again. Resumed or not, the model is the same (tested):
+    the weights, the optimizer's moments, the schedule, the random state and the losses so far are
+    saved, and the batch stream is replayed to the step reached. The caller keys the file by its
+    recipe and removes it once the model is saved.
     """
     seed_everything(config.seed)
     model = vlm.model
@@ -51,8 +61,17 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     lengths = token_lengths(vlm.tokenizer, questions, answers) if config.length_grouped else None
     batches = BatchStream(len(questions), config.batch_size, torch.Generator().manual_seed(config.seed), lengths)
-    losses = []
-    for step, idx in zip(range(config.steps), batches):
+    losses: list[float] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        losses = state["losses"].tolist()
+        for _ in range(len(losses)):  # the stream is seeded: replaying it reaches the same batch
+            next(batches)
+    for step, idx in zip(range(len(losses), config.steps), batches):
         batch = vlm.training_batch([images[i] for i in idx], [questions[i] for i in idx], [answers[i] for i in idx])
         loss = model(**batch).loss
         loss.backward()
@@ -63,5 +82,15 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
         losses.append(float(loss.detach()))
         if progress:
             progress(step, losses[-1])
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
+            _save_state(Path(checkpoint), model, optimizer, scheduler, losses)
     model.eval()
     return losses
+
+
+def _save_state(path: Path, model, optimizer, scheduler, losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "losses": torch.tensor(losses, dtype=torch.float64)}, tmp)
+    os.replace(tmp, path)  # a state cut off half-written is never found at `path`
