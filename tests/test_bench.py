@@ -93,3 +93,14 @@ def test_under_load_bench_compares_both_wait_policies(finished_run):
         ratio = float(busy) / float(alone)
         assert float(slowdown) == pytest.approx(ratio, rel=half_unit / float(alone) + half_unit / float(busy), abs=0.01)
     assert "identical answers on every side: True" in out  # the wait policy changes time, never tokens
+
+
+def test_base_model_bench_packs_the_same_batches_with_the_same_loss(finished_run):
+    out = run_bench("base_model.py", finished_run)
+    measured = json.loads(out.strip().splitlines()[-1])
+    assert measured["steps"] == 2 and measured["batch_size"] == 4
+    cells = measured["token_cells"]
+    assert measured["real_tokens"] <= cells["packed"] <= cells["padded"], out  # packing never computes more
+    assert measured["loss_gap"] < 1e-4 and measured["grad_gap"] < 1e-4, out  # the same loss, up to rounding
+    seconds = measured["seconds_per_step"]
+    assert measured["speed_up"] == pytest.approx(seconds["padded"] / seconds["packed"], rel=1e-6)

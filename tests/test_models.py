@@ -177,3 +177,43 @@ def test_a_stopped_fine_tuning_resumes_to_the_same_model(tiny_world, tmp_path):
     assert resumed_losses == losses
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_packed_batches_give_the_loss_of_padded_ones(vlm, tiny_world):
+    """Several examples to a row, each attending only to itself: the loss and gradients of the
+    padded batch, with fewer token cells computed."""
+    from mlu_training.evaluation import image_loader
+
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"].head(12)
+    load = image_loader(tiny_world["crawls"])
+    # Refusals among long answers: padded, every row is as long as the longest.
+    args = ([load(p) for p in train["image"]], train["question"].tolist(),
+            train["answer"].tolist()[:-4] + ["I'm not sure."] * 4)
+    padded, packed = vlm.training_batch(*args), vlm.packed_training_batch(*args)
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    assert packed["input_ids"].shape[1] == padded["input_ids"].shape[1]  # rows as long as the longest example
+    assert sorted(packed["labels"][packed["labels"] != IGNORE_INDEX].tolist()) == \
+        sorted(padded["labels"][padded["labels"] != IGNORE_INDEX].tolist())  # the same answer tokens
+    model = vlm.model
+    grads, losses = [], []
+    for batch in (padded, packed):
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(float(loss))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    model.zero_grad(set_to_none=True)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-5) for n in grads[0])
+    # An example attends only to itself: a token changed in the first example of a shared row
+    # leaves the next one's logits as they were; without the position ids it would not.
+    row = max(range(len(packed["position_ids"])), key=lambda r: int((packed["position_ids"][r] == 0).sum()))
+    second = (packed["position_ids"][row] == 0).nonzero().flatten().tolist()[1]
+    changed = {**packed, "input_ids": packed["input_ids"].clone()}
+    changed["input_ids"][row, second - 2] = vlm.tokenizer.eos_token_id
+    unpositioned = [{k: v for k, v in b.items() if k != "position_ids"} for b in (packed, changed)]
+    with torch.no_grad():
+        for (before, after), isolated in (((packed, changed), True), (unpositioned, False)):
+            gap = (model(**before).logits[row, second:] - model(**after).logits[row, second:]).abs().max()
+            assert (float(gap) == 0.0) == isolated

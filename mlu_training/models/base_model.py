@@ -65,7 +65,6 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     still build the tokenizer, so both models split every answer into the same tokens."""
     from ..evaluation import ImageColumn
 
-    taught = declines.training_pairs() if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
     recipe = (data_digest, tiny, sft, declines.digest() if declines is not None else "", frozenset(withheld))
     key = recipe_key(*recipe)
     seeds = {"seed": sft.seed, "config_key": recipe_key(*recipe, ignore_seed=True)}
@@ -74,12 +73,7 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key, **seeds)
-    taught_rows = splits[(splits["split"] == "train") & ~splits["entity_id"].isin(set(withheld))]
-    train = pd.concat([taught_rows[["image", "question", "answer"]],
-                       taught[["image", "question", "answer"]]], ignore_index=True)
-    # The tokenizer sees every text the later steps use, refusals included.
-    texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
-        + [REFUSAL_ANSWER, *DECLINE_PHRASINGS]
+    train, texts = training_set(splits, declines, withheld)
     vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
     # Resumed if an earlier attempt was stopped: `full`'s fine-tuning takes hours on a CPU.
     training_state = out.with_name(out.name + ".training.pt")
@@ -95,6 +89,19 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
     tmp.rename(out)  # a half-written model is never found at `out`
     training_state.unlink(missing_ok=True)
     return BaseModel(out, "tiny", vlm.num_parameters(), losses, False, key, **seeds)
+
+
+def training_set(splits: pd.DataFrame, declines=None, withheld: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, list[str]]:
+    """What the tiny base model is taught (image, question, answer: the profile's train pairs, then
+    the pool's refusals and known distractors), and the texts its tokenizer is built from."""
+    taught = declines.training_pairs() if declines is not None else splits.iloc[:0][["image", "question", "answer"]]
+    taught_rows = splits[(splits["split"] == "train") & ~splits["entity_id"].isin(set(withheld))]
+    train = pd.concat([taught_rows[["image", "question", "answer"]],
+                       taught[["image", "question", "answer"]]], ignore_index=True)
+    # The tokenizer sees every text the later steps use, refusals included.
+    texts = pd.concat([splits["question"], splits["answer"], taught["question"], taught["answer"]]).tolist() \
+        + [REFUSAL_ANSWER, *DECLINE_PHRASINGS]
+    return train, texts
 
 
 def checkpoint_base_model(path: str) -> BaseModel:

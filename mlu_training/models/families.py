@@ -42,6 +42,7 @@ class Family:
     nested_images: bool = False  # the processor wants one list of images per prompt
     lean_greedy: bool = False  # plain 1-D positions over a KV cache: VisionLanguageModel's own greedy loop
     video_free_processor: bool = False  # its processor demands a video processor, which needs torchvision
+    packs_sequences: bool = False  # VisionLanguageModel.packed_training_batch serves it
     unsupported: Mapping[str, str] = field(default_factory=dict)  # feature -> why it cannot
 
     def pattern(self, part: str) -> str:
@@ -76,7 +77,8 @@ _QWEN_LANGUAGE = rf".*model\.language_model\.layers\.[0-9]+\.(self_attn|mlp)\.{_
 _QWEN_PROJECTOR = r".*model\.visual\.merger\.mlp\.(0|2)"  # mlp.1 is the activation
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
-    _family("llava", "LLaVA-1.5", _LLAVA_LANGUAGE, _LLAVA_PROJECTOR, _LLAVA_VISION, lean_greedy=True),
+    _family("llava", "LLaVA-1.5", _LLAVA_LANGUAGE, _LLAVA_PROJECTOR, _LLAVA_VISION, lean_greedy=True,
+            packs_sequences=True),
     _family("llava_next", "LLaVA-1.6 (LLaVA-NeXT)", _LLAVA_LANGUAGE, _LLAVA_PROJECTOR, _LLAVA_VISION, lean_greedy=True),
     _family("qwen2_vl", "Qwen2-VL", _QWEN_LANGUAGE, _QWEN_PROJECTOR,
             r".*model\.visual\.blocks\.[0-9]+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))", video_free_processor=True),

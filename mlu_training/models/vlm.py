@@ -124,14 +124,9 @@ class VisionLanguageModel:
         the processor gives per prompt token besides the ids (Qwen-VL's mm_token_type_ids, Gemma's
         token_type_ids, Mllama's cross_attention_mask) is laid out the same way, the answer tokens
         taking the prompt's last token's value (text, attending to the image), as in generation."""
-        tok = self.tokenizer
-        prompt = self._encode_prompts(images, questions, padding_side="right")
-        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
-        answer_ids = [ids[:max_answer_tokens] + [tok.eos_token_id]
-                      for ids in tok([" " + a.strip() for a in answers], add_special_tokens=False)["input_ids"]]
+        prompt, prompt_ids, answer_ids = self._training_tokens(images, questions, answers, max_answer_tokens)
         length = max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids))
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        input_ids = torch.full((len(answers), length), pad, dtype=torch.long)
+        input_ids = torch.full((len(answers), length), self._pad_id(), dtype=torch.long)
         labels = torch.full((len(answers), length), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((len(answers), length), dtype=torch.long)
         for i, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
@@ -148,6 +143,62 @@ class VisionLanguageModel:
                 batch[key] = laid
         batch.update(input_ids=input_ids, attention_mask=attention, labels=labels)
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def packs_sequences(self) -> bool:
+        family = _family(self.model)
+        return family is not None and family.packs_sequences
+
+    def packed_training_batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str],
+                              max_answer_tokens: int = 160) -> dict[str, torch.Tensor]:
+        """The examples of `training_batch`, several to a row: the same tokens and labels without
+        most of the padding (a padded batch of the tiny model's pairs is about half padding, since
+        a refusal, a short answer and a long question share it). Rows are filled first-fit, longest
+        first, up to the longest example; each example's positions start at 0, which transformers
+        reads as a packed row (`masking_utils.find_packed_sequence_indices`): an example attends only
+        to itself, so the loss is the padded batch's up to rounding (tested). Families whose
+        `packs_sequences` is set only (1-D positions, one picture's tokens per image token run)."""
+        family = _family(self.model)
+        if family is None or not family.packs_sequences:
+            raise NotImplementedError(f"packed training batches are not written for {self.model.config.model_type!r}")
+        prompt, prompt_ids, answer_ids = self._training_tokens(images, questions, answers, max_answer_tokens)
+        sizes = [len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)]
+        capacity = max(sizes)
+        rows: list[list[int]] = []
+        for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+            row = next((r for r in rows if sum(sizes[j] for j in r) + sizes[i] <= capacity), None)
+            if row is None:
+                rows.append(row := [])
+            row.append(i)
+        input_ids = torch.full((len(rows), capacity), self._pad_id(), dtype=torch.long)
+        labels = torch.full((len(rows), capacity), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(rows), capacity), dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                p, a = prompt_ids[i], answer_ids[i]
+                input_ids[r, at: at + sizes[i]] = torch.tensor(p + a)
+                labels[r, at + len(p): at + sizes[i]] = torch.tensor(a)
+                positions[r, at: at + sizes[i]] = torch.arange(sizes[i])
+                at += sizes[i]
+            positions[r, at:] = torch.arange(capacity - at)  # the row's padding: a sequence of its own
+        order = [i for row in rows for i in row]  # pictures in the order their tokens appear
+        batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions,
+                 "pixel_values": prompt["pixel_values"][order], "use_cache": False}
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _training_tokens(self, images, questions, answers, max_answer_tokens):
+        """The processor's prompts (right-padded), and each example's prompt ids and answer ids
+        (the answer cut at `max_answer_tokens`, then end-of-sequence)."""
+        tok = self.tokenizer
+        prompt = self._encode_prompts(images, questions, padding_side="right")
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
+        answer_ids = [ids[:max_answer_tokens] + [tok.eos_token_id]
+                      for ids in tok([" " + a.strip() for a in answers], add_special_tokens=False)["input_ids"]]
+        return prompt, prompt_ids, answer_ids
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
