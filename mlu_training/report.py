@@ -59,16 +59,17 @@ def collect_runs(store, profile: str) -> dict[str, dict]:
                  "base_seeds": sorted({base for base, _ in by_seed if base}, key=str),
                  "nothing_to_unlearn": json.loads(head.data.tags.get(NOTHING_TAG) or "{}")}
         if len(by_seed) > 1:
-            entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"], head.data.metrics)
+            entry["metrics"] = pooled_metrics(store, by_seed, key[1], entry["tasks"])
         newest[key] = entry
     several = len({model for model, _ in newest}) > 1
     return {(f"{method} on {model}" if several else method): run for (model, method), run in sorted(newest.items())}
 
 
-def pooled_metrics(store, runs_by_seed: dict, method: str, tasks: list[str], head_metrics: dict) -> dict[str, float]:
+def pooled_metrics(store, runs_by_seed: dict, method: str, tasks: list[str]) -> dict[str, float]:
     """A sequence's metrics over several seeds: every seed's answers (its run's answers.jsonl)
     pooled with a `seed` column, and a `base_seed` column when its base model's seed varies too
-    (stats.py draws those first); LUMoE's router measures are the newest run's."""
+    (stats.py draws those first); LUMoE's router measures are the mean over the runs that have
+    them (each seed's router sees the same items; a base model taught again routes differently)."""
     frames = []
     base_seeds = {base for base, _ in runs_by_seed}
     for (base, seed), run in sorted(runs_by_seed.items()):
@@ -79,7 +80,9 @@ def pooled_metrics(store, runs_by_seed: dict, method: str, tasks: list[str], hea
     pooled["score"] = pooled["score"].astype("Int64")
     seeds = tuple(f"{seed} on base seed {base}" if len(base_seeds) > 1 else seed for base, seed in sorted(runs_by_seed))
     result = SequenceResult(PooledSeeds(method, tuple(tasks), seeds), pooled)
-    return {**{k: v for k, v in head_metrics.items() if k.startswith("router/")}, **result.metrics()}
+    router = pd.DataFrame([{k: v for k, v in run.data.metrics.items() if k.startswith("router/")}
+                           for run in runs_by_seed.values()])
+    return {**router.mean().to_dict(), **result.metrics()}
 
 
 def seeds_label(run: dict) -> str:

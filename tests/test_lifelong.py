@@ -165,7 +165,7 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
         metrics[seed] = result.metrics()
         tags = sequence_tags("unlearning_sequence", "gd", config.order, "tiny", base, keys[seed][0], "judge",
                              seed=seed, config_key=keys[seed][1])
-        logged_run(store, result, tags, tmp_path / f"artifacts-{seed}")
+        logged_run(store, result, tags, tmp_path / f"artifacts-{seed}", {"router/recall/UB": (0.6, 0.8)[seed]})
     assert keys[0][0] != keys[1][0] and keys[0][1] == keys[1][1]  # two sequences, one configuration
     again = run_sequence(str(tiny_base.path), train, evaluation, load, LocalJudge(),
                          replace(CONFIG, training=replace(CONFIG.training, seed=1)), tmp_path / "1")
@@ -179,6 +179,7 @@ def test_each_seed_is_a_sequence_of_its_own_and_the_report_pools_them(tiny_base,
     for name in cells:  # the same items judged under each seed: the pooled score is the mean over seeds
         assert pooled[name] == pytest.approx((metrics[0][name] + metrics[1][name]) / 2)
         assert pooled[f"{name}/ci_low"] <= pooled[name] <= pooled[f"{name}/ci_high"]
+    assert pooled["router/recall/UB"] == pytest.approx(0.7)  # a run-level measure: the mean of the seeds' runs
 
 
 def test_base_models_taught_with_other_seeds_are_pooled_a_level_above_the_sequence_seeds(tiny_base, tiny_world, data,
