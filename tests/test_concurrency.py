@@ -50,9 +50,17 @@ def _mlflow_writer(uri: str, name: str, start) -> int:
 
 def _together(target, args_of: list[tuple]) -> list:
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Manager().Barrier(len(args_of))
-    with ctx.Pool(len(args_of)) as pool:
-        return pool.starmap(target, [(*args, start) for args in args_of])
+    with ctx.Manager() as manager:  # shut down after, not left running behind the test
+        start = manager.Barrier(len(args_of))
+        pool = ctx.Pool(len(args_of))
+        try:
+            results = pool.starmap(target, [(*args, start) for args in args_of])
+        finally:
+            # close + join lets the workers exit by themselves: Pool.__exit__'s terminate() once
+            # hung the suite in its teardown
+            pool.close()
+            pool.join()
+    return results
 
 
 def test_two_processes_write_one_dagster_instance(tmp_path, monkeypatch):
