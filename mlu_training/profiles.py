@@ -1,7 +1,8 @@
 """Profiles: how much of the benchmark a run uses. `mini` runs end to end in minutes on 2 CPU
 cores; `research` has ten forget and ten retain entities per task side, for intervals narrow
 enough to rank methods (README: its command, with seeds and a second order); `full` is the whole
-benchmark for a GPU box; `tiny` is for the test-suite."""
+benchmark (about 45 minutes on 2 CPU cores with the in-project model, measured); `tiny` is for
+the test-suite."""
 
 from __future__ import annotations
 
