@@ -217,3 +217,46 @@ def test_packed_batches_give_the_loss_of_padded_ones(vlm, tiny_world):
         for (before, after), isolated in (((packed, changed), True), (unpositioned, False)):
             gap = (model(**before).logits[row, second:] - model(**after).logits[row, second:]).abs().max()
             assert (float(gap) == 0.0) == isolated
+
+
+def test_the_knowledge_filter_asks_the_model_once_per_model_items_judge_and_settings(vlm, eval_items, tiny_world,
+                                                                                      tmp_path):
+    """The answered table is kept and read back without loading the model (the same kept items and
+    counts); another model or threshold asks again; a table with a missing judgement is not kept."""
+    import pandas as pd
+
+    from mlu_training.judge import LocalJudge
+    from mlu_training.judge.base import Judgement
+    from mlu_training.models.knowledge import filter_known_once
+
+    class FaultyJudge(LocalJudge):  # an API judge whose first answer got no judgement
+        def score_retain_batch(self, items):
+            return [Judgement(None, "the endpoint timed out"), *super().score_retain_batch(items)[1:]]
+
+    items = eval_items.groupby(["task", "role"]).head(4)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return vlm
+
+    def known(model_key="model-1", judge=LocalJudge(), threshold=2):
+        return filter_known_once(tmp_path, model_key, judge.name, load, items, tiny_world["load_image"], judge,
+                                 threshold, 8, 32)
+
+    first, read_back = known()
+    assert not read_back and len(loads) == 1 and 0 < len(first.kept) <= len(items)
+    again, read_back = known()
+    assert read_back and len(loads) == 1  # read, the model not even loaded
+    pd.testing.assert_frame_equal(again.kept, first.kept)
+    pd.testing.assert_frame_equal(again.per_task, first.per_task)
+    assert again.kept.attrs == first.kept.attrs == {"knowledge_filter": {"threshold": 2, "max_new_tokens": 32}}
+    known(threshold=1)
+    known(model_key="model-2")
+    assert len(loads) == 3
+    faulty = FaultyJudge()
+    faulty.name = "faulty"
+    for _ in range(2):  # asked again: the missing judgement is not frozen into the kept table
+        assert known(judge=faulty)[1] is False
+    assert len(loads) == 5
+

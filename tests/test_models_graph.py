@@ -78,11 +78,15 @@ def test_base_model_and_knowledge_filter(tmp_path):
     fractions = (evaluation.assign(kept=evaluation["qa_id"].isin(kept["qa_id"])).groupby(["task", "role"])["kept"].mean())
     assert check.passed == bool((fractions >= 0.5).all())
 
-    # Run again: the same recipe is reused, not retrained nor registered twice.
+    # Run again: the same recipe is reused, not retrained nor registered twice; the filter's
+    # answers are read back, not asked again.
+    assert meta["read_back"].value is False
     again = dg.materialize(assets, resources=resources, run_config=RUN_CONFIG, instance=instance,
-                           selection=["base_model"], partition_key="tiny")
+                           selection=["base_model", "knowledge_filter"], partition_key="tiny")
     assert again.success
     assert again.asset_materializations_for_node("base_model")[0].metadata["reused"].value is True
+    assert again.asset_materializations_for_node("knowledge_filter")[0].metadata["read_back"].value is True
+    pd.testing.assert_frame_equal(again.output_for_node("knowledge_filter"), kept)
     assert again.output_for_node("base_model").version == "1"
     assert len(client.search_model_versions("name = 'mlu-base-model'")) == 1
 

@@ -135,16 +135,19 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     """The evaluation items (all phrasing variants) this base model answers correctly: judge score
     ≥ threshold. Unlearning is measured on these only. The nightly schedule re-runs it."""
     from mlu_training.evaluation import image_loader
-    from mlu_training.models.knowledge import filter_known
+    from mlu_training.models.knowledge import filter_known_once
     from mlu_training.models.vlm import VisionLanguageModel
     from mlu_training.sequences import describe_nothing, nothing_to_unlearn
 
     compute.use_threads(shares_machine=False)
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
-    known = filter_known(VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
-                         judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)
+    known, read_back = filter_known_once(
+        benchmark.path("knowledge"), base_model.key, judge.describe(), lambda: VisionLanguageModel.load(base_model.path),
+        items, image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold,
+        config.batch_size, config.max_new_tokens)
     kept, table = known.kept, known.table
-    context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items")
+    context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items"
+                     + (" (its answers read back: the same model, items, judge and settings)" if read_back else ""))
     tasks = sorted(table["task"].unique())
     nothing = describe_nothing(nothing_to_unlearn(kept, tasks), tasks)
     if nothing:  # a model that knows none of a task's items is an outcome: the sequences record it
@@ -152,7 +155,7 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     yield dg.Output(kept, metadata={
         **({"nothing_to_unlearn": nothing} if nothing else {}),
         "dagster/row_count": len(kept), "num_rows": len(kept), "num_items": len(table),
-        "kept_fraction": round(len(kept) / max(1, len(table)), 3), "judge": judge.describe(),
+        "kept_fraction": round(len(kept) / max(1, len(table)), 3), "judge": judge.describe(), "read_back": read_back,
         "kept_per_task": dg.MetadataValue.md(known.per_task.to_markdown(index=False)),
         "kept_per_variant": dg.MetadataValue.md(known.per_variant.to_markdown(index=False)),
         "dropped_examples": dg.MetadataValue.md(
