@@ -259,4 +259,3 @@ def test_the_knowledge_filter_asks_the_model_once_per_model_items_judge_and_sett
     for _ in range(2):  # asked again: the missing judgement is not frozen into the kept table
         assert known(judge=faulty)[1] is False
     assert len(loads) == 5
-

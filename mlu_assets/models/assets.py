@@ -133,7 +133,8 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
                      benchmark_splits, raw_crawls, validated_qa_pairs, benchmark: BenchmarkSettings, judge: JudgeSettings,
                      compute: ComputeSettings):
     """The evaluation items (all phrasing variants) this base model answers correctly: judge score
-    ≥ threshold. Unlearning is measured on these only. The nightly schedule re-runs it."""
+    ≥ threshold. Unlearning is measured on these only. The nightly schedule re-runs it: its answers
+    are read back unless the model, the items, the judge or the settings changed."""
     from mlu_training.evaluation import image_loader
     from mlu_training.models.knowledge import filter_known_once
     from mlu_training.models.vlm import VisionLanguageModel
