@@ -48,6 +48,15 @@ def stores(tmp_path, finished_run):
     return home, finished_run["tracking_uri"]
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C and kill work on ui.sh as in a terminal: a suite started in the background (`cmd &`,
+    nohup) ignores SIGINT and SIGQUIT, the child inherits that, and bash cannot trap a signal it
+    was started ignoring, so ui.sh would never stop its UIs (seen: the test waited 60 s and both
+    UIs ran on)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def test_dagster_and_mlflow_uis_in_a_browser(stores, tmp_path):
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
@@ -60,7 +69,8 @@ def test_dagster_and_mlflow_uis_in_a_browser(stores, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "MLFLOW_TRACKING_URI": uri, "DAGSTER_PORT": str(dagster_port),
            "MLFLOW_PORT": str(mlflow_port), "MLU_DATA_DIR": str(tmp_path / "data")}
     ui = subprocess.Popen(["bash", "scripts/ui.sh"], cwd=PROJECT, env=env, start_new_session=True,
-                          stdout=open(tmp_path / "ui.log", "w"), stderr=subprocess.STDOUT)
+                          stdout=open(tmp_path / "ui.log", "w"), stderr=subprocess.STDOUT,
+                          preexec_fn=_as_in_a_terminal)
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         wait_for(f"http://127.0.0.1:{dagster_port}/server_info")
