@@ -104,6 +104,11 @@ def test_a_family_goes_through_the_chain(checkpoint, few, tiny_world, tmp_path):
     mlflow.set_registry_uri(uri)
     assert list(mlflow.pyfunc.load_model(base.model_uri).predict(frame)) == direct
 
+    # fine-tuning packs its batches where the family's positions allow, else says why (and pads)
+    if not vlm.packs_sequences():
+        with pytest.raises(FamilyFeatureError, match=rf"'{family}' cannot pack training batches: .*pads"):
+            vlm.packed_training_batch(images[:2], evaluation["question"].tolist()[:2], evaluation["answer"].tolist()[:2])
+
     # knowledge filter: a random-weight model knows (next to) nothing
     known = filter_known(vlm, evaluation, load_image, judge, threshold=2, batch_size=8, max_new_tokens=6)
     assert len(known.table) == len(evaluation) and len(known.kept) < len(evaluation)

@@ -157,9 +157,12 @@ class VisionLanguageModel:
         reads as a packed row (`masking_utils.find_packed_sequence_indices`): an example attends only
         to itself, so the loss is the padded batch's up to rounding (tested). Families whose
         `packs_sequences` is set only (1-D positions, one picture's tokens per image token run)."""
-        family = _family(self.model)
-        if family is None or not family.packs_sequences:
-            raise NotImplementedError(f"packed training batches are not written for {self.model.config.model_type!r}")
+        if not self.packs_sequences():  # sft.py then uses `training_batch`, padded
+            from .families import FamilyFeatureError
+
+            raise FamilyFeatureError(self.model.config.model_type, "pack training batches",
+                                     "only families with 1-D positions and one picture per image-token run "
+                                     "(Family.packs_sequences) are packed; fine-tuning pads its batches instead")
         prompt, prompt_ids, answer_ids = self._training_tokens(images, questions, answers, max_answer_tokens)
         sizes = [len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)]
         capacity = max(sizes)
