@@ -199,21 +199,32 @@ def register_like_a_user(tracking_uri: str, checkpoint_dir, tags: dict | None = 
     return str(client.create_model_version("mlu-base-model", source, run_id, tags=tags or {}).version)
 
 
+def crawls_with_pool(tiny_world: dict, folder: Path):
+    """The tiny world's crawls and the pictures of the entities outside the profile (those the base
+    model declines, the never-seen, the known distractors), as raw_crawls has every picture of
+    the release."""
+    import pandas as pd
+
+    from mlu_training.data.crawls import build_raw_crawls
+    from mlu_training.models.declining import declines_for
+
+    pool = declines_for(tiny_world["qa"], tiny_world["splits"])
+    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
+                   | set(pool.known_eval["image"]))
+    return pd.concat([tiny_world["crawls"], build_raw_crawls(extra, folder, size=32)]).drop_duplicates("image")
+
+
 @pytest.fixture(scope="session")
 def finished_run(tiny_world, tiny_base, tmp_path_factory):
     """A data folder and an MLflow store as `make run` leaves them, on the tiny profile: the tables
-    (the crawls with the pictures of the entities the base model declines), the base model `tiny`
+    (the crawls with the pictures of the entities outside the profile), the base model `tiny`
     registered, its knowledge filter (here: every evaluation item), and the experts of tasks A and
     B registered with their aliases. Read-only for the tests that use it."""
-    import pandas as pd
-
     from mlu_assets.io import to_json
     from mlu_training.adapters import AdapterTraining
-    from mlu_training.data.crawls import build_raw_crawls
     from mlu_training.lumoe.experts import ExpertConfig, train_expert
     from mlu_training.lumoe.registry import register_expert
     from mlu_training.mlflow_store import MlflowStore
-    from mlu_training.models.declining import declines_for
     from mlu_training.models.registry import provide_base_model
     from mlu_training.models.sources import ModelSource
 
@@ -224,12 +235,7 @@ def finished_run(tiny_world, tiny_base, tmp_path_factory):
     splits = tiny_world["splits"]
     splits.to_parquet(tables / "benchmark_splits.parquet")
     tiny_world["qa"].to_parquet(tables / "validated_qa_pairs.parquet")
-    # raw_crawls holds every picture of the release: the profile's and the ones the base model declines
-    pool = declines_for(tiny_world["qa"], splits)
-    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
-                   | set(pool.known_eval["image"]))
-    pd.concat([tiny_world["crawls"], build_raw_crawls(extra, root / "pool-images", size=32)]).drop_duplicates(
-        "image").to_parquet(tables / "raw_crawls.parquet")
+    crawls_with_pool(tiny_world, root / "pool-images").to_parquet(tables / "raw_crawls.parquet")
     splits[splits["split"] == "eval"].to_parquet(tables / "knowledge_filter" / "tiny.parquet")
     store = MlflowStore(f"sqlite:///{root}/mlflow/mlflow.db")
     base = provide_base_model(ModelSource("tiny", "tiny"), store, tiny_world["digest"], "tiny", root / "registry",

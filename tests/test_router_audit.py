@@ -2,8 +2,8 @@
 distractors (entities taught to decline, never-seen entities), the probes routed and answered
 with the real and the oracle router, and the metrics read from that table."""
 
-import pandas as pd
 import pytest
+from conftest import crawls_with_pool
 
 from mlu_training.adapters import AdapterTraining
 from mlu_training.data.catalog import entity_names
@@ -21,13 +21,9 @@ from mlu_training.router.local import LocalRouter
 def world(tiny_world, tmp_path_factory):
     """The tiny world, plus pictures of the entities outside the profile (the pool to decline and
     the never-seen), as raw_crawls has them for every image of the release."""
-    from mlu_training.data.crawls import build_raw_crawls
-
     pool = declines_for(tiny_world["qa"], tiny_world["splits"])
-    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
-                   | set(pool.known_eval["image"]))
-    crawls = pd.concat([tiny_world["crawls"], build_raw_crawls(extra, tmp_path_factory.mktemp("pool-images"), size=32)])
-    return {**tiny_world, "pool": pool, "load_image": image_loader(crawls.drop_duplicates("image"))}
+    crawls = crawls_with_pool(tiny_world, tmp_path_factory.mktemp("pool-images"))
+    return {**tiny_world, "pool": pool, "load_image": image_loader(crawls)}
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +132,8 @@ def test_the_router_audit_asset_logs_one_mlflow_run_and_the_report_shows_it(fini
 
     root = tmp_path / "run"
     shutil.copytree(finished_run["data_dir"].parent, root)  # the fixture's folders stay as they are
-    tables = root / "data" / "tables"
-    from mlu_training.data.crawls import build_raw_crawls  # every picture the audit asks for, as the release has
-
+    tables = root / "data" / "tables"  # the copy holds the QA table and every picture the audit asks for
     world["catalog"].to_parquet(tables / "entity_catalog.parquet")
-    world["qa"].to_parquet(tables / "validated_qa_pairs.parquet")
-
-    pool = world["pool"]
-    extra = sorted(set(pool.taught["image"]) | set(pool.unseen["image"]) | set(pool.known["image"])
-                   | set(pool.known_eval["image"]))
-    crawls = pd.concat([world["crawls"], build_raw_crawls(extra, tmp_path / "pool-images", size=32)])
-    crawls.drop_duplicates("image").to_parquet(tables / "raw_crawls.parquet")
     (tables / "lumoe_sequence").mkdir()
     (tables / "lumoe_sequence" / "tiny.json").write_bytes(to_json(SequenceSummary(
         "lumoe", "AB", "run-of-the-sequence", "key-of-the-sequence", {}, {}, {}, 0)))
