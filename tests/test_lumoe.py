@@ -154,6 +154,17 @@ def test_local_router_sends_forgotten_entities_to_their_expert_and_the_rest_to_t
     assert [r.task for r in by_name] == ["A", None] and by_name[0].reason == "named in the question"
     oracle = OracleRouter(registry).route(images, items["question"].tolist(), items["entity_id"].tolist())
     assert [r.task for r in oracle] == truth
+    # Lifelong: a later request never moves an earlier request's images. With only task A
+    # forgotten, then A and B, A's images go where they went and the threshold stays.
+    only_a = Registry({"A": experts["A"].entities}, names)
+    router.refresh(only_a)
+    threshold, before = router.threshold, router.route(images, items["question"].tolist())
+    router.refresh(registry)
+    after = router.route(images, items["question"].tolist())
+    assert router.threshold == threshold
+    of_a = [i for i, t in enumerate(truth) if t == "A"]
+    assert of_a and [before[i].task for i in of_a] == [after[i].task for i in of_a]
+    assert [(before[i].entity, before[i].score) for i in of_a] == [(after[i].entity, after[i].score) for i in of_a]
 
 
 def test_requests_are_checked_against_the_catalog(tmp_path, tiny_world):

@@ -15,6 +15,7 @@ import pandas as pd
 from ..benchmark import TASKS
 from ..evaluation import score_answers
 from .answers import AnswerCache
+from ..router import ROUTER_RECIPES
 from ..router.base import Registry, router_quality
 from ..sequences import SequenceResult, format_order, xuy_metric
 
@@ -120,9 +121,10 @@ def lumoe_key(config: LumoeConfig, base_model_key: str, data_digest: str, expert
               judge: str, distractors: list[str] = ()) -> str:
     """What a finished LUMoE sequence depends on (the data too: the local router's gallery comes
     from it, and the distractor images its threshold is calibrated on); the same key means the
-    same numbers."""
-    return hashlib.sha256(json.dumps([config.as_dict(), base_model_key, data_digest, expert_keys, eval_digest, judge,
-                                      sorted(distractors)], sort_keys=True).encode()).hexdigest()
+    same numbers (the router's rule too: `ROUTER_RECIPES`)."""
+    return hashlib.sha256(json.dumps([config.as_dict(), ROUTER_RECIPES.get(config.router, config.router), base_model_key,
+                                      data_digest, expert_keys, eval_digest, judge, sorted(distractors)],
+                                     sort_keys=True).encode()).hexdigest()
 
 
 def save_finished(work_dir: Path, result: SequenceResult, quality: list[dict]) -> None:

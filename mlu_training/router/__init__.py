@@ -4,4 +4,13 @@ endpoint), oracle (the ground truth, for ablation)."""
 
 from .base import Registry, Route, router_quality
 
-__all__ = ["Registry", "Route", "router_quality"]
+# Each backend's rule, as results kept on disk know it: LUMoE's sequence (and through its key the
+# router audit and the attacks) is read back only under the rule that made it. Bump a backend's
+# entry when what it decides for the same inputs changes.
+ROUTER_RECIPES = {
+    "local": "local-2",  # 2: the threshold no longer depends on which entities are forgotten
+    "openai": "openai-1",
+    "oracle": "oracle-1",
+}
+
+__all__ = ["ROUTER_RECIPES", "Registry", "Route", "router_quality"]
