@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -107,3 +108,76 @@ def test_base_model_bench_packs_the_same_batches_with_the_same_loss(finished_run
     assert measured["loss_gap"] < 1e-4 and measured["grad_gap"] < 1e-4, out  # the same loss, up to rounding
     seconds = measured["seconds_per_step"]
     assert measured["speed_up"] == pytest.approx(seconds["padded"] / seconds["packed"], rel=1e-6)
+
+
+# What the GPU machine lacks: the orchestration's libraries (bench/gpu.py runs with torch and the
+# Hugging Face stack only).
+NOT_ON_THE_DEVICE = ("dagster", "mlflow", "great_expectations", "trl", "openai", "sqlalchemy")
+
+
+def run_without_orchestration(*args: str) -> subprocess.CompletedProcess:
+    """bench/gpu.py in a process where none of NOT_ON_THE_DEVICE can be imported (a None in
+    sys.modules makes `import name` and `import name.sub` raise ImportError)."""
+    code = ("import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); sys.argv = {argv!r}; "
+            "runpy.run_path({path!r}, run_name='__main__')").format(
+        blocked=NOT_ON_THE_DEVICE, argv=["gpu.py", *args], path=str(BENCH / "gpu.py"))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=BENCH, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_gpu_bench_runs_every_stage_without_the_orchestration_libraries(finished_run, tmp_path):
+    data, out = tmp_path / "inputs", tmp_path / "gpu.json"
+    prepared = run_without_orchestration("--prepare", str(finished_run["data_dir"]), "--data-dir", str(data),
+                                         "--profile", "tiny")
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert not (data / "images").exists()  # tables only: every picture is rendered again, and checked
+    run = run_without_orchestration("--smoke", "--profile", "tiny", "--data-dir", str(data), "--out", str(out),
+                                    "--work-dir", str(tmp_path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    stages = result["stages"]
+    assert list(stages) == ["render", "base_model", "knowledge_filter", "ga_sequence", "generation"], run.stdout
+    assert all(s["ok"] for s in stages.values()), {n: s.get("error") for n, s in stages.items()}
+    assert "gpu bench, profile tiny (smoke)" in run.stdout and "FAILED" not in run.stdout
+
+    tables = finished_run["data_dir"] / "tables"
+    crawls = pd.read_parquet(tables / "raw_crawls.parquet")
+    reference = json.loads((data / "cpu_reference.json").read_text())
+    assert set(reference["pixel_sha256"]) == set(crawls["image"]) and reference["manifest"]["sft"]["steps"] == 120
+    render = stages["render"]
+    assert render["pictures"] == render["rendered"] == len(crawls) and render["reused"] == 0  # same bytes as the run's
+    assert render["png_differs_pixels_same"] == 0
+
+    base = stages["base_model"]
+    assert base["steps"] == base["steps_done"] == 2 and base["batch_size"] == 4 and base["recipe_from"] == "CPU manifest"
+    assert base["trained_on"] == "cpu" and base["weights_dtype"] == "float32" and base["autocast"] is False
+    assert 0 < base["answer_tokens_per_second"] < base["tokens_per_second"] <= base["token_cells_per_second"]
+    assert base["real_token_share"] == pytest.approx(base["tokens_per_second"] / base["token_cells_per_second"])
+    assert 0 < base["batch_building_share"] < 1 and base["mfu"]["achieved_tflops"] > 0
+    assert "cpu_final_loss" not in base  # two steps say nothing of the loss the recipe reaches
+
+    known = stages["knowledge_filter"]
+    splits = pd.read_parquet(tables / "benchmark_splits.parquet")
+    n_items = len(splits[splits["split"] == "eval"].groupby(["task", "role"]).head(2))
+    assert known["items"] == n_items and 0 <= known["kept"] <= n_items == known["calibration"]["refusal_known_items"]
+    assert sum(known["kept_per_task"].values()) == known["kept"] and known["missing_judgements"] == 0
+    assert known["cpu_kept"] == len(pd.read_parquet(tables / "knowledge_filter" / "tiny.parquet"))
+    assert known["dtype"] == "float32" and "fp32_check" not in known  # served in float32 already
+
+    ga = stages["ga_sequence"]
+    assert len(ga["order"]) == 2 and [s["task"] for s in ga["steps"]] == list(ga["order"])
+    if known["kept"]:
+        assert ga["eval_items"] == known["kept"] and ga["kept_from"] == "this run's knowledge filter"
+    else:  # two steps teach nothing: the sequence runs on what the run's base model knew (every item here)
+        assert ga["eval_items"] == n_items and ga["kept_from"] == "the CPU run's (this run's kept none)"
+    task = f"task_{ga['order'][0]}"
+    assert set(ga[task]) == {"forget_quality", "utility", "forget_correctness"}
+    assert all(len(values) == 2 for values in ga[task].values())
+    for step in ga["steps"]:  # float32 weights: merging keeps all of the update
+        assert step["merge"]["lost_share"] == 0 and step["merge"]["backbone_dtype"] == "float32", step
+        assert step["merge"]["update_over_weights"] > 0 and step["train_seconds"] > 0 and step["evaluate_seconds"] > 0
+
+    gen = stages["generation"]
+    assert gen["items"] == 8 and 0 < gen["generated_tokens"] <= 8 * gen["max_new_tokens"]
+    assert gen["tokens_per_second"] == pytest.approx(gen["generated_tokens"] / gen["generate_seconds"], rel=1e-3)
+    assert result["environment"]["device"] == "cpu" and result["total_seconds"] >= sum(s["seconds"] for s in stages.values())

@@ -32,6 +32,19 @@ def test_loads_back_through_the_auto_classes(vlm, tiny_base):
     assert vlm.prompts(["What is this?"]) == ["USER: <image>\nWhat is this? ASSISTANT:"]
 
 
+def test_a_checkpoint_is_served_in_its_own_dtype_on_a_gpu(tiny_base):
+    import json
+
+    from mlu_training.models.vlm import serving_dtype
+
+    saved = json.loads((tiny_base.path / "config.json").read_text())
+    assert serving_dtype(saved, cuda=True) == torch.float32  # the tiny model: its LoRA merges lose nothing
+    assert serving_dtype(saved, cuda=False) == torch.float32
+    assert serving_dtype({"torch_dtype": "float16"}, cuda=True) == torch.bfloat16  # llava-hf's checkpoints
+    assert serving_dtype({"text_config": {"dtype": "bfloat16"}}, cuda=True) == torch.bfloat16
+    assert serving_dtype({}, cuda=True) == torch.bfloat16 and serving_dtype({}, cuda=False) == torch.float32
+
+
 def test_the_base_model_knows_its_entities(vlm, eval_items, tiny_world, tiny_base):
     load = tiny_world["load_image"]
     answers = vlm.generate([load(p) for p in eval_items["image"]], eval_items["question"].tolist())

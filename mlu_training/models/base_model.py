@@ -17,6 +17,7 @@ from .declining import DECLINE_PHRASINGS, UnknownPool, declines_for
 from .sft import SFTConfig, train_sft
 from .sources import folder_signature
 from .tiny_llava import TinyLlavaConfig, build_tiny_llava
+from .vlm import default_device
 
 RECIPE_VERSION = "tiny-llava-v3"  # bump when the build or training code changes what it makes (v2: it declines; v3: known distractors)
 MANIFEST = "mlu_base_model.json"
@@ -75,6 +76,9 @@ def build_base_model(splits: pd.DataFrame, load_image, data_digest: str, models_
         return BaseModel(out, "tiny", info["num_parameters"], info["train_losses"], True, key, **seeds)
     train, texts = training_set(splits, declines, withheld)
     vlm = build_tiny_llava(texts, tiny, seed=sft.seed)
+    # Trained where it is served (the GPU when there is one), in float32: build_tiny_llava leaves
+    # it on the CPU, and every batch follows the model's device.
+    vlm.model.to(default_device())
     # Resumed if an earlier attempt was stopped: `full`'s fine-tuning takes hours on a CPU.
     training_state = out.with_name(out.name + ".training.pt")
     losses = train_sft(vlm, ImageColumn(train["image"], load_image), train["question"].tolist(),

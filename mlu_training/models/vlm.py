@@ -51,6 +51,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def serving_dtype(config: dict, cuda: bool) -> torch.dtype:
+    """The dtype a checkpoint is loaded in: float32 on a CPU; on a GPU its own (config.json's
+    `dtype`), bfloat16 for float16 (the same size, without float16's overflow in training) or when
+    it names none. A checkpoint saved in float32 (the in-project tiny model) stays float32 on a
+    GPU: in bfloat16, merging each request's LoRA update into the weights rounded away 4-6 % of it
+    (`bench/gpu.py` on an H200, mini's GA sequence), request after request."""
+    if not cuda:
+        return torch.float32
+    saved = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    return torch.float32 if saved == "float32" else torch.bfloat16
+
+
 def user_message(question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
@@ -78,11 +90,11 @@ class VisionLanguageModel:
                 f"no model at {path}: expected a local checkpoint folder with config.json "
                 "(MLU_BASE_MODEL takes a path; nothing is downloaded)")
         hf_logging.disable_progress_bar()
-        model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
-        processor = load_processor(path, model_type, trust_remote_code)
+        config = json.loads((path / "config.json").read_text())
+        processor = load_processor(path, config.get("model_type", ""), trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             path, local_files_only=True, trust_remote_code=trust_remote_code,
-            dtype=dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32))
+            dtype=dtype or serving_dtype(config, torch.cuda.is_available()))
         model.to(device or default_device()).eval()
         return cls(model, processor, str(path))
 
