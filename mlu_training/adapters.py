@@ -25,7 +25,7 @@ class AdapterTraining:
 
     steps: int = 20  # optimisation steps per task
     batch_size: int = 8
-    lr: float = 3e-4  # language-model LoRA (the tiny model; GA at this rate collapses gradually, as in the paper)
+    lr: float | None = None  # language-model LoRA; None: the method's budget (UnlearningMethod.lr)
     projector_lr: float = 1e-3
     vision_lr: float = 1e-4
     lora_rank: int = 32  # the paper's rank and alpha
@@ -61,7 +61,8 @@ def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: Ada
     if forget.empty or (method.uses_retain and retain.empty):
         raise ValueError(f"task {task}: no {'forget' if forget.empty else 'retain'} training items")
     model = attach_lora(vlm.model, config.targets, config.lora_rank, config.lora_alpha, seed)
-    optimizer = torch.optim.AdamW(param_groups(model, {"language": config.lr, "projector": config.projector_lr,
+    lr = config.lr if config.lr is not None else method.lr
+    optimizer = torch.optim.AdamW(param_groups(model, {"language": lr, "projector": config.projector_lr,
                                                        "vision_tower": config.vision_lr}), weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)  # one generator, drawn forget then retain: one seed for both
 

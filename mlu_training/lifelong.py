@@ -43,9 +43,12 @@ class UnlearningConfig:
 
     def as_dict(self) -> dict:
         """Everything a result depends on: the method's arguments with its defaults filled in."""
-        from .methods import resolved_args
+        from .methods import method_class, resolved_args
 
-        return {**asdict(self), "method_args": resolved_args(self.method, self.method_args)}
+        training = asdict(self.training)
+        if training["lr"] is None:
+            training["lr"] = method_class(self.method).lr
+        return {**asdict(self), "training": training, "method_args": resolved_args(self.method, self.method_args)}
 
     def params(self) -> dict:
         """The same, flat, as MLflow params (a method's argument named after itself: `beta`)."""

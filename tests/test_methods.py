@@ -228,3 +228,26 @@ def test_lora_targets_and_learning_rates(tiny_base):
     assert trainable and not any("language_model" in n for n in trainable)
     with pytest.raises(ValueError, match="choose one of"):
         target_regex("everything")
+
+
+def test_a_method_trains_at_its_own_budget_unless_a_rate_is_given(tiny_base, tiny_world):
+    from mlu_training.lifelong import UnlearningConfig, sequence_key
+
+    train = tiny_world["splits"][tiny_world["splits"]["split"] == "train"]
+    rates = {name: method_class(name).lr for name in METHODS}
+    assert rates["ga"] != rates["npo"]  # budgets are per method (scripts/choose_budgets.py)
+    for name, rate in rates.items():  # what a result depends on names the rate used
+        assert UnlearningConfig(name).as_dict()["training"]["lr"] == rate
+        assert UnlearningConfig(name).params()["lr"] == rate
+    assert UnlearningConfig("ga", training=AdapterTraining(lr=1e-3)).as_dict()["training"]["lr"] == 1e-3
+    # The method's budget and the same rate written out are one configuration, with one key.
+    implicit, explicit = UnlearningConfig("ga"), UnlearningConfig("ga", training=AdapterTraining(lr=rates["ga"]))
+    assert sequence_key(implicit, "b", "d", "e", "j") == sequence_key(explicit, "b", "d", "e", "j")
+
+    def losses(config: AdapterTraining) -> list[float]:
+        vlm = VisionLanguageModel.load(tiny_base.path)
+        return train_adapter(vlm, get_method("ga"), train, "A", config, 0, tiny_world["load_image"])[1]
+
+    budget = losses(AdapterTraining(steps=3, batch_size=4))
+    assert budget == losses(AdapterTraining(steps=3, batch_size=4, lr=rates["ga"]))
+    assert budget != losses(AdapterTraining(steps=3, batch_size=4, lr=rates["ga"] / 4))

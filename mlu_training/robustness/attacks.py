@@ -76,7 +76,7 @@ def interval_metrics(intervals: pd.DataFrame) -> dict[str, float]:
 class AttackConfig:
     task: str = "A"  # whose forget set is attacked (the first request: it had the longest to come back)
     relearn_share: float = 0.1  # of the task's forget training pairs, the attacker's (seeded choice)
-    relearn: AdapterTraining = AdapterTraining(steps=10, batch_size=8)  # a LoRA merged in, as the baselines do
+    relearn: AdapterTraining = AdapterTraining(steps=10, batch_size=8, lr=3e-4)  # a LoRA merged in, as the baselines do
     min_k: float = 0.2  # membership inference: the share of least likely tokens min-k % averages
     max_new_tokens: int = 64
     eval_batch_size: int = 32
