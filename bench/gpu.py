@@ -12,7 +12,16 @@ sqlalchemy (tests/test_bench.py runs it with those unimportable).
 
 Usage: python bench/gpu.py [--profile mini] [--data-dir D] [--out F] [--device cuda|cpu]
                            [--max-steps N] [--deadline S] [--smoke]
-       python bench/gpu.py --prepare RUN_DATA_DIR --profile mini   (the inputs, from a finished run)"""
+       python bench/gpu.py --prepare RUN_DATA_DIR --profile mini   (the inputs, from a finished run)
+
+How the README's H200 numbers were taken: a machine with torch (CUDA) and no network, no Dagster
+or MLflow. `--prepare` wrote .gpu/mini and .gpu/full here; our pinned transformers, peft,
+tokenizers, huggingface-hub, safetensors and what they and the judge import (regex, nltk,
+rouge_score, httpx2 and its own) went as wheels (`pip download --no-deps --only-binary=:all:
+--python-version 3.12 ... -d .whl NAME==VERSION`, 23 MB), and the command there was
+  pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+  timeout 120 python3 bench/gpu.py --profile mini --out gpu_mini.json
+  timeout 320 python3 bench/gpu.py --profile full --deadline 305 --out gpu_full.json"""
 
 from __future__ import annotations
 
