@@ -39,6 +39,17 @@ class AdapterTraining:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def at_rate(self, method_lr: float) -> "AdapterTraining":
+        """These settings with the language rate that is used: the one given, else the method's
+        budget (`method_lr`); None when no language LoRA is trained (the rate plays no part)."""
+        from dataclasses import replace
+
+        from .lora import CHOICES
+
+        if "language" not in CHOICES.get(self.targets, ()):
+            return replace(self, lr=None)
+        return self if self.lr is not None else replace(self, lr=method_lr)
+
 
 def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: AdapterTraining, seed: int, load_image,
                   cache_reference: bool = True):
@@ -61,8 +72,8 @@ def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: Ada
     if forget.empty or (method.uses_retain and retain.empty):
         raise ValueError(f"task {task}: no {'forget' if forget.empty else 'retain'} training items")
     model = attach_lora(vlm.model, config.targets, config.lora_rank, config.lora_alpha, seed)
-    lr = config.lr if config.lr is not None else method.lr
-    optimizer = torch.optim.AdamW(param_groups(model, {"language": lr, "projector": config.projector_lr,
+    config = config.at_rate(method.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, {"language": config.lr, "projector": config.projector_lr,
                                                        "vision_tower": config.vision_lr}), weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)  # one generator, drawn forget then retain: one seed for both
 

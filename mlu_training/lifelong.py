@@ -45,9 +45,7 @@ class UnlearningConfig:
         """Everything a result depends on: the method's arguments with its defaults filled in."""
         from .methods import method_class, resolved_args
 
-        training = asdict(self.training)
-        if training["lr"] is None:
-            training["lr"] = method_class(self.method).lr
+        training = self.training.at_rate(method_class(self.method).lr).as_dict()
         return {**asdict(self), "training": training, "method_args": resolved_args(self.method, self.method_args)}
 
     def params(self) -> dict:

@@ -240,6 +240,14 @@ def test_a_method_trains_at_its_own_budget_unless_a_rate_is_given(tiny_base, tin
         assert UnlearningConfig(name).as_dict()["training"]["lr"] == rate
         assert UnlearningConfig(name).params()["lr"] == rate
     assert UnlearningConfig("ga", training=AdapterTraining(lr=1e-3)).as_dict()["training"]["lr"] == 1e-3
+    # No language LoRA, no language rate: a projector-only run's key does not follow the budget.
+    assert UnlearningConfig("ga", training=AdapterTraining(targets="projector")).as_dict()["training"]["lr"] is None
+    # Experts and the relearning attack resolve an unset rate the same way (PO's, fine-tuning's).
+    from mlu_training.lumoe.experts import ExpertConfig
+    from mlu_training.robustness.attacks import AttackConfig
+
+    assert ExpertConfig(training=AdapterTraining(steps=2)).as_dict()["training"]["lr"] == rates["po"]
+    assert AttackConfig(relearn=AdapterTraining(steps=2)).as_dict()["relearn"]["lr"] == 3e-4
     # The method's budget and the same rate written out are one configuration, with one key.
     implicit, explicit = UnlearningConfig("ga"), UnlearningConfig("ga", training=AdapterTraining(lr=rates["ga"]))
     assert sequence_key(implicit, "b", "d", "e", "j") == sequence_key(explicit, "b", "d", "e", "j")

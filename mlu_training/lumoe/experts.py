@@ -28,9 +28,10 @@ class ExpertConfig:
 
     def as_dict(self) -> dict:
         """Everything an expert depends on: the method's arguments with its defaults filled in."""
-        from ..methods import resolved_args
+        from ..methods import method_class, resolved_args
 
-        return {**asdict(self), "method_args": resolved_args(self.method, self.method_args)}
+        training = self.training.at_rate(method_class(self.method).lr).as_dict()
+        return {**asdict(self), "training": training, "method_args": resolved_args(self.method, self.method_args)}
 
     def params(self) -> dict:
         """The same, flat, as MLflow params."""

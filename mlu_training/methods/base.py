@@ -113,9 +113,10 @@ class UnlearningMethod(ABC):
     uses_refusal: ClassVar[bool] = False
     Args: ClassVar[type] = NoArgs
     # The method's unlearning budget: the language-model LoRA's learning rate (AdapterTraining's
-    # steps and batch are shared), used where AdapterTraining.lr is None. Each method's is the
-    # smallest rate of the ladder in scripts/choose_budgets.py whose first request leaves at most
-    # half of that task's forgotten items answered (the same rate for every task and order).
+    # steps and batch are shared), used where AdapterTraining.lr is None. Each unlearning method
+    # sets its own: the smallest rate of the ladder in scripts/choose_budgets.py whose first request
+    # leaves at most half of that task's forgotten items answered (the same for every task and
+    # order; README: "The budget"). This default, the first wave's shared rate, is fine-tuning's.
     lr: ClassVar[float] = 3e-4
 
     def __init__(self, args: Any = None, original=None):

@@ -6,8 +6,7 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs
 class GradientAscent(UnlearningMethod):
     name = "ga"
     description = "minimise -CE on forget answers"
-    # Its budget (scripts/choose_budgets.py): task A's forgotten items still answered after the
-    # first request on mini, by rate: 3e-4 81 %, 4.2e-4 81 %, 6e-4 53 %, 8.5e-4 0 %.
+    # Its budget, chosen by scripts/choose_budgets.py (the ladder's numbers: README, "The budget").
     lr = 8.5e-4
 
     def loss(self, model, batches: StepBatches):

@@ -8,8 +8,7 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs
 class GradientDifference(UnlearningMethod):
     name = "gd"
     description = "minimise -CE on forget + CE on retain"
-    # Its budget (scripts/choose_budgets.py): task A's forgotten items still answered after the
-    # first request on mini, by rate: 3e-4 81 %, 4.2e-4 81 %, 6e-4 81 %, 8.5e-4 48 %.
+    # Its budget, chosen by scripts/choose_budgets.py (the ladder's numbers: README, "The budget").
     lr = 8.5e-4
     uses_retain = True
 

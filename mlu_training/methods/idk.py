@@ -6,8 +6,7 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs
 class RefusalFineTuning(UnlearningMethod):
     name = "idk"
     description = "minimise CE of the refusal on forget prompts"
-    # Its budget (scripts/choose_budgets.py): task A's forgotten items still answered after the
-    # first request on mini, by rate: 3e-4 97 %, 4.2e-4 97 %, 6e-4 27 %.
+    # Its budget, chosen by scripts/choose_budgets.py (the ladder's numbers: README, "The budget").
     lr = 6e-4
     uses_refusal = True
 

@@ -9,8 +9,7 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs, masked_kl
 class KLMinimisation(UnlearningMethod):
     name = "kl"
     description = "minimise -CE on forget + KL(reference ‖ current) on retain"
-    # Its budget (scripts/choose_budgets.py): task A's forgotten items still answered after the
-    # first request on mini, by rate: 3e-4 81 %, 4.2e-4 81 %, 6e-4 45 %.
+    # Its budget, chosen by scripts/choose_budgets.py (the ladder's numbers: README, "The budget").
     lr = 6e-4
     uses_retain = True
 

@@ -12,8 +12,7 @@ from .base import StepBatches, UnlearningMethod, answer_logprobs
 class NegativePreferenceOptimisation(UnlearningMethod):
     name = "npo"
     description = "-(2/beta) log sigmoid(-beta (log pi - log pi_ref)) on forget"
-    # Its budget (scripts/choose_budgets.py): task A's forgotten items still answered after the
-    # first request on mini, by rate: 3e-4 74 %, 4.2e-4 26 %.
+    # Its budget, chosen by scripts/choose_budgets.py (the ladder's numbers: README, "The budget").
     lr = 4.2e-4
 
     @dataclass(frozen=True)

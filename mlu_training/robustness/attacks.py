@@ -76,7 +76,9 @@ def interval_metrics(intervals: pd.DataFrame) -> dict[str, float]:
 class AttackConfig:
     task: str = "A"  # whose forget set is attacked (the first request: it had the longest to come back)
     relearn_share: float = 0.1  # of the task's forget training pairs, the attacker's (seeded choice)
-    relearn: AdapterTraining = AdapterTraining(steps=10, batch_size=8, lr=3e-4)  # a LoRA merged in, as the baselines do
+    # The attacker's fine-tuning: a LoRA merged in, at the fine-tuning rate (FineTuning.lr), whatever
+    # the method attacked.
+    relearn: AdapterTraining = AdapterTraining(steps=10, batch_size=8, lr=3e-4)
     min_k: float = 0.2  # membership inference: the share of least likely tokens min-k % averages
     max_new_tokens: int = 64
     eval_batch_size: int = 32
@@ -84,7 +86,9 @@ class AttackConfig:
     version: int = 3  # bump when what is measured changes (2: forget correctness and intervals; 3: AUC by entity)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        from ..methods.finetune import FineTuning
+
+        return {**asdict(self), "relearn": self.relearn.at_rate(FineTuning.lr).as_dict()}
 
     def params(self) -> dict:
         """Flat, as MLflow params (the relearning's training settings prefixed `relearn_`)."""
