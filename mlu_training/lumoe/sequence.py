@@ -122,7 +122,10 @@ def lumoe_key(config: LumoeConfig, base_model_key: str, data_digest: str, expert
     """What a finished LUMoE sequence depends on (the data too: the local router's gallery comes
     from it, and the distractor images its threshold is calibrated on); the same key means the
     same numbers (the router's rule too: `ROUTER_RECIPES`)."""
-    return hashlib.sha256(json.dumps([config.as_dict(), ROUTER_RECIPES.get(config.router, config.router), base_model_key,
+    if config.router not in ROUTER_RECIPES:
+        raise ValueError(f"MLU_ROUTER={config.router!r}: choose one of {', '.join(ROUTER_RECIPES)} "
+                         "(a new router needs its entry in router.ROUTER_RECIPES)")
+    return hashlib.sha256(json.dumps([config.as_dict(), ROUTER_RECIPES[config.router], base_model_key,
                                       data_digest, expert_keys, eval_digest, judge, sorted(distractors)],
                                      sort_keys=True).encode()).hexdigest()
 

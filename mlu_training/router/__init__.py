@@ -8,7 +8,9 @@ from .base import Registry, Route, router_quality
 # router audit and the attacks) is read back only under the rule that made it. Bump a backend's
 # entry when what it decides for the same inputs changes.
 ROUTER_RECIPES = {
-    "local": "local-2",  # 2: the threshold no longer depends on which entities are forgotten
+    # 2: the threshold no longer depends on which entities are forgotten (and, with no
+    # distractors, is calibrated against other entities' centroids)
+    "local": "local-2",
     "openai": "openai-1",
     "oracle": "oracle-1",
 }

@@ -10,12 +10,12 @@
    gallery (the entities the base model was taught to decline and those it never saw), which
    must all go to the base model. The threshold maximises the share of known entities' images
    that clear it plus the share of distractors that do not (balanced: the distractors outnumber
-   the rest), the middle of the best interval. It does not depend on which entities are
-   forgotten, so a later request never changes where an earlier request's images go: before, it
-   was recalibrated on the forgotten entities at every request, and on mini task A's recall went
-   from 0.84 to 1.00 when task D arrived (it could as well have fallen: an entity forgotten, then
-   answered again). Anything else — a retain entity, an image like none it knows — goes to the
-   base model.
+   the rest), the middle of the best interval. Without distractors (a profile with no entity
+   outside it, like `full`) the negatives are the held-out images scored against the nearest
+   entity that is not theirs: "looks like an entity it is not". The threshold does not depend on
+   which entities are forgotten, so a later request never changes where an earlier request's
+   images go (README: LUMoE's section). Anything else — a retain entity, an image like none it
+   knows — goes to the base model.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class LocalRouter:
         self.entities = sorted(set(labels))
         centroids = np.stack([feats[labels == e].mean(0) for e in self.entities])
         self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
-        self._held_out_entities = [e for e, _ in held_out]
+        self._held_out_entities = np.array([e for e, _ in held_out])
         self._held_out = self._embed(image_features(vlm, [load_image(p) for _, p in held_out])) if held_out else None
         distractors = sorted(set(distractors) - set(gallery["image"]))
         self._distractors = self._embed(image_features(vlm, [load_image(p) for p in distractors])) if distractors else None
@@ -104,12 +104,18 @@ class LocalRouter:
         if self._held_out is None:
             return 0.9
         # Positives: held-out images of every known entity; negatives: the distractors. Each scored
-        # by its similarity to the nearest centroid, the number `route` compares.
-        score = (self._held_out @ self.centroids.T).max(1)
-        positive = np.ones(len(score), dtype=bool)
+        # by its similarity to the nearest centroid, the number `route` compares. With no
+        # distractors, each held-out image against the nearest centroid of another entity.
+        sims = self._held_out @ self.centroids.T
+        score = sims.max(1)
         if self._distractors is not None:
-            score = np.concatenate([score, (self._distractors @ self.centroids.T).max(1)])
-            positive = np.concatenate([positive, np.zeros(len(self._distractors), dtype=bool)])
+            negative = (self._distractors @ self.centroids.T).max(1)
+        else:
+            own = self._held_out_entities[:, None] == np.array(self.entities)[None, :]
+            negative = np.where(own, -np.inf, sims).max(1)
+            negative = negative[np.isfinite(negative)]  # a gallery of one entity has no other
+        positive = np.concatenate([np.ones(len(score), dtype=bool), np.zeros(len(negative), dtype=bool)])
+        score = np.concatenate([score, negative])
         candidates = sorted(set(np.round(score, 6)) | {-1.0, 1.0})
 
         def rate(mask: np.ndarray, hit: np.ndarray) -> float:
