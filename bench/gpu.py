@@ -108,7 +108,11 @@ def prepare(run_data_dir: Path, data_dir: Path, profile: str) -> None:
     ga = src / "unlearning_sequence" / "ga" / "tiny.json"
     if ga.is_file():
         summary = json.loads(ga.read_text())
+        from mlu_training.lifelong import UnlearningConfig
+
+        # The rate GA ran at: today's budget, so prepare right after the run it is taken from.
         reference["ga"] = {"order": summary["order"], "sequence_key": summary["sequence_key"],
+                           "lr": UnlearningConfig("ga").as_dict()["training"]["lr"],
                            "metrics": {k: v for k, v in summary["metrics"].items() if "/ci_" not in k}}
     (data_dir / REFERENCE).write_text(json.dumps(reference))
     print(f"prepared {data_dir}: {len(TABLES)} tables, reference of {len(crawls)} pictures, "
@@ -458,7 +462,9 @@ class GpuBench:
         first = config.order[0]
         entry["task_" + first] = {k: [metrics.get(f"{k}/{first}-U{y}") for y in config.order] for k in kinds}
         cpu = self.reference.get("ga")
-        if cpu and cpu["order"] == config.order:
+        if cpu and cpu.get("lr") != config.as_dict()["training"]["lr"]:
+            entry["cpu_comparison"] = f"none: the CPU run's GA ran at lr {cpu.get('lr', 'unrecorded')}"
+        elif cpu and cpu["order"] == config.order:
             entry["cpu_task_" + first] = {k: [cpu["metrics"].get(f"{k}/{first}-U{y}") for y in config.order]
                                           for k in kinds}
             cells = [(name, v, cpu["metrics"][name]) for name, v in metrics.items()

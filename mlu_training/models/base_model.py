@@ -51,6 +51,9 @@ def recipe_key(data_digest: str, tiny: TinyLlavaConfig, sft: SFTConfig, declines
     parts = [RECIPE_VERSION, data_digest, tiny.as_dict(), settings, declines_digest]
     if withheld:  # only then: the keys of models trained on everything stay as they were
         parts.append(sorted(withheld))
+    device = default_device().type
+    if device != "cpu":  # other kernels, other weights (README: On a GPU box); CPU keys stay as they were
+        parts.append(device)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -68,7 +68,7 @@ def train_sft(vlm: VisionLanguageModel, images: Sequence[Image.Image], questions
     make_batch = vlm.packed_training_batch if config.packed and vlm.packs_sequences() else vlm.training_batch
     losses: list[float] = []
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")  # saved on a GPU, resumed anywhere
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

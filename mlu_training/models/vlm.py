@@ -59,7 +59,8 @@ def serving_dtype(config: dict, cuda: bool) -> torch.dtype:
     (`bench/gpu.py` on an H200, mini's GA sequence), request after request."""
     if not cuda:
         return torch.float32
-    saved = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    text = config.get("text_config") or {}
+    saved = config.get("dtype") or config.get("torch_dtype") or text.get("dtype") or text.get("torch_dtype")
     return torch.float32 if saved == "float32" else torch.bfloat16
 
 
@@ -94,7 +95,7 @@ class VisionLanguageModel:
         processor = load_processor(path, config.get("model_type", ""), trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             path, local_files_only=True, trust_remote_code=trust_remote_code,
-            dtype=dtype or serving_dtype(config, torch.cuda.is_available()))
+            dtype=dtype or serving_dtype(config, torch.device(device or default_device()).type == "cuda"))
         model.to(device or default_device()).eval()
         return cls(model, processor, str(path))
 
