@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from _inputs import bench_arguments, load_run_outputs  # noqa: E402
 
 RATES = (3e-4, 4.2e-4, 6e-4, 8.5e-4, 1.2e-3)  # steps of about √2
-FORGETS = 0.5  # at most this share of the task's forgotten items still answered
+MAX_STILL_ANSWERED = 0.5  # of the first task's forgotten items, after its request
 
 
 def first_request(data_dir: Path | None, model: str, method: str, rate: float, steps: int, work_dir: Path) -> dict:
@@ -70,7 +70,7 @@ def main() -> None:
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["rate"])
         cells = "  ".join(f"{r['rate']:g}: {r['forget_correctness']:.2f}/{r['forget_quality']:.2f}/{r['utility']:.2f}"
                           for r in mine)
-        chosen[method] = next((r["rate"] for r in mine if r["forget_correctness"] <= FORGETS), None)
+        chosen[method] = next((r["rate"] for r in mine if r["forget_correctness"] <= MAX_STILL_ANSWERED), None)
         print(f"  {method:4s} {cells}  -> {chosen[method] if chosen[method] is not None else 'none of these'}")
     print(json.dumps({"steps": steps, "rows": rows, "chosen": chosen}))
 

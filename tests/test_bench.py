@@ -181,3 +181,21 @@ def test_gpu_bench_runs_every_stage_without_the_orchestration_libraries(finished
     assert gen["items"] == 8 and 0 < gen["generated_tokens"] <= 8 * gen["max_new_tokens"]
     assert gen["tokens_per_second"] == pytest.approx(gen["generated_tokens"] / gen["generate_seconds"], rel=1e-3)
     assert result["environment"]["device"] == "cpu" and result["total_seconds"] >= sum(s["seconds"] for s in stages.values())
+
+
+def test_the_budget_ladder_runs_the_first_request_at_each_rate(finished_run):
+    script = BENCH.parent / "scripts" / "choose_budgets.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": finished_run["tracking_uri"], "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), "--smoke", "--data-dir", str(finished_run["data_dir"]),
+                          "--methods", "ga,idk", "--rates", "3e-4,1e-2"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = result["rows"]
+    assert result["steps"] == 2 and sorted((r["method"], r["rate"]) for r in rows) == [
+        ("ga", 3e-4), ("ga", 1e-2), ("idk", 3e-4), ("idk", 1e-2)]
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_correctness", "forget_quality", "utility"))
+    for method, chosen in result["chosen"].items():  # the smallest rate that leaves at most half answered
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["rate"])
+        assert chosen == next((r["rate"] for r in mine if r["forget_correctness"] <= 0.5), None)
+        assert f"  {method} " in out.stdout
