@@ -17,7 +17,7 @@ from mlu_assets.models import assets as model_assets
 from mlu_assets.lumoe import assets as lumoe_assets
 from mlu_assets.models.sensors import new_base_models
 from mlu_assets.unlearning import assets as unlearning_assets
-from mlu_training.data.splits import splits_digest
+from mlu_training.data.splits import data_digest
 from mlu_training.judge.local import is_refusal
 from mlu_training.models.vlm import VisionLanguageModel
 from mlu_training.texts import REFUSAL_ANSWER
@@ -48,7 +48,10 @@ def test_base_model_and_knowledge_filter(tmp_path):
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("mlu-base-model", "1")
     assert version.tags["mlu.profile"] == "tiny" and version.tags["mlu.model_partition"] == "tiny"
-    assert version.tags["mlu.data_digest"] == splits_digest(splits)
+    crawls = benchmark.output_for_node("raw_crawls")
+    assert version.tags["mlu.data_digest"] == data_digest(splits, crawls)  # the pictures' bytes too
+    other = crawls.assign(sha256=crawls["sha256"].where(crawls.index != 0, "0" * 64))
+    assert data_digest(splits, other) != data_digest(splits, crawls)  # one picture changed: other data
     assert int(version.tags["mlu.num_parameters"]) == base.num_parameters
     assert float(version.tags["mlu.train_loss"]) == round(base.train_loss, 4)
     assert len(client.get_metric_history(base.run_id, "train/loss")) == BASE_STEPS

@@ -50,7 +50,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
     held-out pictures and logged."""
     import dataclasses
 
-    from mlu_training.data.splits import splits_digest
+    from mlu_training.data.splits import data_digest
     from mlu_training.evaluation import image_loader
     from mlu_training.models.declining import calibration, declines_for
     from mlu_training.models.registry import provide_base_model
@@ -58,7 +58,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, bench
 
     compute.use_threads(shares_machine=False)  # one per base model, before anything else can run
     profile = benchmark.get_profile()
-    digest = splits_digest(benchmark_splits)
+    digest = data_digest(benchmark_splits, raw_crawls)
     pool = declines_for(validated_qa_pairs, benchmark_splits, config.seed)
     try:
         ref = provide_base_model(
@@ -143,7 +143,7 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     compute.use_threads(shares_machine=False)
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known, read_back = filter_known_once(
-        benchmark.path("knowledge"), base_model.key, judge.describe(), lambda: VisionLanguageModel.load(base_model.path),
+        benchmark.path("knowledge"), f"{base_model.key}|{base_model.data_digest}", judge.describe(), lambda: VisionLanguageModel.load(base_model.path),
         items, image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold,
         config.batch_size, config.max_new_tokens)
     kept, table = known.kept, known.table

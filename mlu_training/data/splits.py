@@ -53,6 +53,18 @@ def splits_digest(splits: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def data_digest(splits: pd.DataFrame, crawls: pd.DataFrame) -> str:
+    """What a base model is trained and evaluated on: the profile's rows and answers
+    (`splits_digest`) and the bytes of every picture of the run (raw_crawls' sha256, the declining
+    pool's too). Renders and the official photographs under one image path are other data: with
+    `MLU_IMAGES_DIR` switched, the tiny model, its filter's answers and every sequence are made
+    again instead of read back."""
+    h = hashlib.sha256(splits_digest(splits).encode())
+    for image, sha in sorted(zip(crawls["image"], crawls["sha256"])):
+        h.update(f"{image}\t{sha}\n".encode())
+    return h.hexdigest()
+
+
 def split_counts(splits: pd.DataFrame) -> pd.DataFrame:
     """Rows per task, role and split, with the entity counts: what the UI shows."""
     g = splits.groupby(["task", "role", "split"])
