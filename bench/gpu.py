@@ -287,7 +287,7 @@ class GpuBench:
 
     def base_model(self, entry: dict) -> None:
         import mlu_training.models.base_model as base_model
-        from mlu_training.data.splits import splits_digest
+        from mlu_training.data.splits import data_digest
         from mlu_training.evaluation import image_loader
         from mlu_training.models.declining import declines_for
         from mlu_training.threads import use_threads
@@ -315,9 +315,9 @@ class GpuBench:
         original = base_model.train_sft
         base_model.train_sft = observed_training(original, seen, entry)
         try:
-            base = base_model.build_base_model(self.splits, image_loader(self.state["crawls"]),
-                                               splits_digest(self.splits), self.work / "models", tiny, sft, progress,
-                                               declines=pool)
+            crawls = self.state["crawls"]
+            base = base_model.build_base_model(self.splits, image_loader(crawls), data_digest(self.splits, crawls),
+                                               self.work / "models", tiny, sft, progress, declines=pool)
         finally:
             base_model.train_sft = original
             self.training_figures(entry, seen, marks)
