@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,10 +43,9 @@ class UnlearningConfig:
 
     def as_dict(self) -> dict:
         """Everything a result depends on: the method's arguments with its defaults filled in."""
-        from .methods import method_class, resolved_args
+        from .methods import resolved_settings
 
-        training = self.training.at_rate(method_class(self.method).lr).as_dict()
-        return {**asdict(self), "training": training, "method_args": resolved_args(self.method, self.method_args)}
+        return resolved_settings(self)
 
     def params(self) -> dict:
         """The same, flat, as MLflow params (a method's argument named after itself: `beta`)."""

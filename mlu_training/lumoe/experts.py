@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -28,10 +28,9 @@ class ExpertConfig:
 
     def as_dict(self) -> dict:
         """Everything an expert depends on: the method's arguments with its defaults filled in."""
-        from ..methods import method_class, resolved_args
+        from ..methods import resolved_settings
 
-        training = self.training.at_rate(method_class(self.method).lr).as_dict()
-        return {**asdict(self), "training": training, "method_args": resolved_args(self.method, self.method_args)}
+        return resolved_settings(self)
 
     def params(self) -> dict:
         """The same, flat, as MLflow params."""

@@ -39,3 +39,13 @@ def resolved_args(name: str, args: dict | None = None) -> dict:
     from dataclasses import asdict
 
     return asdict(method_class(name).make_args(args))
+
+
+def resolved_settings(config) -> dict:
+    """A config with `method`, `training` (an AdapterTraining) and `method_args` (an unlearning
+    sequence's, an expert's), as everything its result depends on: the language rate it trains
+    at (the method's budget unless given) and the method's arguments with their defaults."""
+    from dataclasses import asdict
+
+    training = config.training.at_rate(method_class(config.method).lr).as_dict()
+    return {**asdict(config), "training": training, "method_args": resolved_args(config.method, config.method_args)}
