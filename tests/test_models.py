@@ -253,9 +253,9 @@ def test_the_knowledge_filter_asks_the_model_once_per_model_items_judge_and_sett
         loads.append(1)
         return vlm
 
-    def known(model_key="model-1", judge=LocalJudge(), threshold=2):
-        return filter_known_once(tmp_path, model_key, judge.name, load, items, tiny_world["load_image"], judge,
-                                 threshold, 8, 32)
+    def known(model_key="model-1", judge=LocalJudge(), threshold=2, data="data-1"):
+        return filter_known_once(tmp_path, model_key, data, judge.name, load, items, tiny_world["load_image"],
+                                 judge, threshold, 8, 32)
 
     first, read_back = known()
     assert not read_back and len(loads) == 1 and 0 < len(first.kept) <= len(items)
@@ -266,9 +266,10 @@ def test_the_knowledge_filter_asks_the_model_once_per_model_items_judge_and_sett
     assert again.kept.attrs == first.kept.attrs == {"knowledge_filter": {"threshold": 2, "max_new_tokens": 32}}
     known(threshold=1)
     known(model_key="model-2")
-    assert len(loads) == 3
+    known(data="data-2")  # the same checkpoint folder on other pictures
+    assert len(loads) == 4
     faulty = FaultyJudge()
     faulty.name = "faulty"
     for _ in range(2):  # asked again: the missing judgement is not frozen into the kept table
         assert known(judge=faulty)[1] is False
-    assert len(loads) == 5
+    assert len(loads) == 6

@@ -143,9 +143,9 @@ def knowledge_filter(context: dg.AssetExecutionContext, config: KnowledgeFilterC
     compute.use_threads(shares_machine=False)
     items = benchmark_splits[benchmark_splits["split"] == "eval"]
     known, read_back = filter_known_once(
-        benchmark.path("knowledge"), f"{base_model.key}|{base_model.data_digest}", judge.describe(), lambda: VisionLanguageModel.load(base_model.path),
-        items, image_loader(raw_crawls), judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold,
-        config.batch_size, config.max_new_tokens)
+        benchmark.path("knowledge"), base_model.key, base_model.data_digest, judge.describe(),
+        lambda: VisionLanguageModel.load(base_model.path), items, image_loader(raw_crawls),
+        judge.build(benchmark.data_dir, validated_qa_pairs), config.threshold, config.batch_size, config.max_new_tokens)
     kept, table = known.kept, known.table
     context.log.info(f"knowledge filter of {context.partition_key} keeps {len(kept)}/{len(table)} evaluation items"
                      + (" (its answers read back: the same model, items, judge and settings)" if read_back else ""))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,25 +44,30 @@ def filter_known(vlm, items: pd.DataFrame, load_image, judge, threshold: int, ba
     return _summary(table, threshold, max_new_tokens)
 
 
-def filter_known_once(cache_dir: Path, model_key: str, judge_name: str, load_model: Callable[[], object],
-                      items: pd.DataFrame, load_image, judge, threshold: int, batch_size: int,
-                      max_new_tokens: int) -> tuple[KnowledgeFilter, bool]:
-    """`filter_known`, asked once per (model, items, judge, settings): the answered table is kept
-    under `cache_dir` and read back the next time (True), without loading the model. Re-running
-    the asset on unchanged inputs (`mlu run` again, the nightly schedule) then costs a read, and
-    the kept items, which every sequence's key depends on, stay the same. A table with a missing
-    judgement (an API judge's fault) is not kept: the next run asks again."""
-    settings = [model_key, splits_digest(items), judge_name, threshold, batch_size, max_new_tokens]
+def filter_known_once(cache_dir: Path, model_key: str, data_digest: str, judge_name: str,
+                      load_model: Callable[[], object], items: pd.DataFrame, load_image, judge, threshold: int,
+                      batch_size: int, max_new_tokens: int) -> tuple[KnowledgeFilter, bool]:
+    """`filter_known`, asked once per (model, data, items, judge, settings): the answered table is
+    kept under `cache_dir` and read back the next time (True), without loading the model.
+    Re-running the asset on unchanged inputs (`mlu run` again, the nightly schedule) then costs a
+    read, and the kept items, which every sequence's key depends on, stay the same. `data_digest`
+    (the pictures' bytes among it) is apart from the model's key as in a sequence's key: a
+    checkpoint's key is its folder alone. A table with a missing judgement (an API judge's fault)
+    is not kept: the next run asks again."""
+    import io
+
+    from ..paths import atomic_write_bytes
+
+    settings = [model_key, data_digest, splits_digest(items), judge_name, threshold, batch_size, max_new_tokens]
     path = Path(cache_dir) / f"{hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:24]}.parquet"
     if path.is_file():
         return _summary(pd.read_parquet(path), threshold, max_new_tokens), True
     known = filter_known(load_model(), items, load_image, judge, threshold, batch_size, max_new_tokens)
     if known.table["base_score"].isna().any():
         return known, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    known.table.to_parquet(tmp)
-    os.replace(tmp, path)  # never a half-written table at `path`
+    buf = io.BytesIO()
+    known.table.to_parquet(buf)
+    atomic_write_bytes(path, buf.getvalue())  # never a half-written table at `path`
     return known, False
 
 
