@@ -53,7 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("benchmark_splits.parquet", "raw_crawls.parquet", "validated_qa_pairs.parquet",
           "knowledge_filter/tiny.parquet", "base_model/tiny.json")
 REFERENCE = "cpu_reference.json"
-MANIFEST = "mlu_base_model.json"  # models/base_model.py's name for it (that module imports torch)
 # Peak dense rates of one H200 (SXM): bf16 on the tensor cores, and float32 without them (what
 # fine-tuning in float32 runs at: torch leaves TF32 matmuls off by default).
 PEAK_BF16 = 989e12
@@ -96,6 +95,8 @@ def prepare(run_data_dir: Path, data_dir: Path, profile: str) -> None:
         (data_dir / "tables" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / name, data_dir / "tables" / name)
     base = json.loads((src / "base_model" / "tiny.json").read_text())
+    from mlu_training.models.base_model import MANIFEST
+
     manifest = json.loads((Path(base["path"]) / MANIFEST).read_text())
     splits = pd.read_parquet(src / "benchmark_splits.parquet")
     crawls = pd.read_parquet(src / "raw_crawls.parquet")
@@ -271,6 +272,7 @@ class GpuBench:
     def recipe(self):
         """The CPU run's fine-tuning recipe: its manifest (the reference's, else the base model's
         folder when it is on this machine), else the profile's defaults as the asset makes them."""
+        from mlu_training.models.base_model import MANIFEST
         from mlu_training.models.sft import SFTConfig
         from mlu_training.models.tiny_llava import TinyLlavaConfig
         from mlu_training.profiles import get_profile
@@ -281,7 +283,7 @@ class GpuBench:
             manifest = json.loads(local.read_text())
         if manifest is None:
             profile = get_profile(self.args.profile)
-            return (TinyLlavaConfig(image_size=profile.image_size, patch_size=max(1, profile.image_size // 4)),
+            return (TinyLlavaConfig.for_pictures(profile.image_size),
                     SFTConfig(steps=profile.base_model_steps), None)
         return TinyLlavaConfig(**manifest["tiny"]), SFTConfig(**manifest["sft"]), manifest
 

@@ -104,7 +104,7 @@ def _teach_tiny_model(context, config: BaseModelConfig, benchmark_splits, raw_cr
 
     profile = benchmark.get_profile()
     sft = _sft_config(config, profile)
-    tiny = TinyLlavaConfig(image_size=profile.image_size, patch_size=max(1, profile.image_size // 4))
+    tiny = TinyLlavaConfig.for_pictures(profile.image_size)
     bars = []  # made at the first step: a model found on disk shows none
 
     def progress(step: int, loss: float) -> None:

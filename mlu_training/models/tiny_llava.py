@@ -42,6 +42,11 @@ class TinyLlavaConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def for_pictures(cls, image_size: int) -> "TinyLlavaConfig":
+        """The recipe's model for a profile's renders: four patches a side, whatever their size."""
+        return cls(image_size=image_size, patch_size=max(1, image_size // 4))
+
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
