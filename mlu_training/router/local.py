@@ -100,22 +100,24 @@ class LocalRouter:
         best = sims.argmax(1)
         return [self.entities[i] for i in best], sims[np.arange(len(best)), best]
 
+    def calibration_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positives, negatives) the threshold separates. Positives: held-out images of every
+        known entity; negatives: the distractors. Each scored by its similarity to the nearest
+        centroid, the number `route` compares. With no distractors, each held-out image against
+        the nearest centroid of another entity."""
+        sims = self._held_out @ self.centroids.T
+        if self._distractors is not None:
+            return sims.max(1), (self._distractors @ self.centroids.T).max(1)
+        own = self._held_out_entities[:, None] == np.array(self.entities)[None, :]
+        negative = np.where(own, -np.inf, sims).max(1)
+        return sims.max(1), negative[np.isfinite(negative)]  # a gallery of one entity has no other
+
     def _calibrate(self) -> float:
         if self._held_out is None:
             return 0.9
-        # Positives: held-out images of every known entity; negatives: the distractors. Each scored
-        # by its similarity to the nearest centroid, the number `route` compares. With no
-        # distractors, each held-out image against the nearest centroid of another entity.
-        sims = self._held_out @ self.centroids.T
-        score = sims.max(1)
-        if self._distractors is not None:
-            negative = (self._distractors @ self.centroids.T).max(1)
-        else:
-            own = self._held_out_entities[:, None] == np.array(self.entities)[None, :]
-            negative = np.where(own, -np.inf, sims).max(1)
-            negative = negative[np.isfinite(negative)]  # a gallery of one entity has no other
-        positive = np.concatenate([np.ones(len(score), dtype=bool), np.zeros(len(negative), dtype=bool)])
-        score = np.concatenate([score, negative])
+        positives, negatives = self.calibration_scores()
+        positive = np.concatenate([np.ones(len(positives), dtype=bool), np.zeros(len(negatives), dtype=bool)])
+        score = np.concatenate([positives, negatives])
         candidates = sorted(set(np.round(score, 6)) | {-1.0, 1.0})
 
         def rate(mask: np.ndarray, hit: np.ndarray) -> float:
