@@ -14,6 +14,7 @@ import json
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -23,25 +24,34 @@ RATES = (3e-4, 4.2e-4, 6e-4, 8.5e-4, 1.2e-3)  # steps of about √2
 MAX_STILL_ANSWERED = 0.5  # of the first task's forgotten items, after its request
 
 
-def first_request(data_dir: Path | None, model: str, method: str, rate: float, steps: int, work_dir: Path) -> dict:
-    """Task A's forget correctness, forget quality and utility after the first request alone."""
+@cache
+def run_inputs(data_dir: Path | None, model: str):
+    """(train items, the first task's kept items, the picture loader, the judge, the base model
+    path, the task): read once per worker process, whatever number of rates it runs."""
     import pandas as pd
 
-    from mlu_training.adapters import AdapterTraining
     from mlu_training.benchmark import DEFAULT_ORDER
     from mlu_training.evaluation import image_loader
     from mlu_training.judge import LocalJudge
-    from mlu_training.lifelong import UnlearningConfig, run_sequence
     from mlu_training.paths import default_data_dir
-    from mlu_training.threads import use_threads
 
-    use_threads(1)  # two at a time on two cores
     splits, crawls, base, known = load_run_outputs(data_dir, model)
     qa = pd.read_parquet(Path(data_dir or default_data_dir()) / "tables" / "validated_qa_pairs.parquet")
     task = next(t for t in DEFAULT_ORDER if t in set(known["task"]))
+    return (splits[splits["split"] == "train"], known[known["task"] == task], image_loader(crawls),
+            LocalJudge.from_qa(qa), base.path, task)
+
+
+def first_request(data_dir: Path | None, model: str, method: str, rate: float, steps: int, work_dir: Path) -> dict:
+    """Task A's forget correctness, forget quality and utility after the first request alone."""
+    from mlu_training.adapters import AdapterTraining
+    from mlu_training.lifelong import UnlearningConfig, run_sequence
+    from mlu_training.threads import use_threads
+
+    use_threads(1)  # two at a time on two cores
+    train, kept, load_image, judge, base_path, task = run_inputs(data_dir, model)
     config = UnlearningConfig(method, order=task, training=AdapterTraining(steps=steps, lr=rate))
-    result = run_sequence(base.path, splits[splits["split"] == "train"], known[known["task"] == task],
-                          image_loader(crawls), LocalJudge.from_qa(qa), config, work_dir / f"{method}-{rate}")
+    result = run_sequence(base_path, train, kept, load_image, judge, config, work_dir / f"{method}-{rate}")
     cell = f"{task}-U{task}"
     metrics = result.metrics()
     return {"method": method, "rate": rate, "task": task,
