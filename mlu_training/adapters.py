@@ -3,7 +3,7 @@ it into the backbone) and by LUMoE (which keeps it apart, as an expert)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
@@ -42,8 +42,6 @@ class AdapterTraining:
     def at_rate(self, method_lr: float) -> "AdapterTraining":
         """These settings with the language rate that is used: the one given, else the method's
         budget (`method_lr`); None when no language LoRA is trained (the rate plays no part)."""
-        from dataclasses import replace
-
         from .lora import CHOICES
 
         if "language" not in CHOICES.get(self.targets, ()):
