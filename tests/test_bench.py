@@ -199,3 +199,22 @@ def test_the_budget_ladder_runs_the_first_request_at_each_rate(finished_run):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["rate"])
         assert chosen == next((r["rate"] for r in mine if r["forget_correctness"] <= 0.5), None)
         assert f"  {method} " in out.stdout
+
+
+def test_the_renderer_tradeoff_teaches_a_base_model_per_variant(finished_run):
+    script = BENCH.parent / "scripts" / "renderer_tradeoff.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), "--smoke", "--data-dir", str(finished_run["data_dir"]),
+                          "--variants", "shapes-v1,posed-views8-1500"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    v1, posed = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    assert (v1["renderer"], v1["views"], posed["renderer"], posed["views"]) == ("shapes-v1", 1, "posed", 8)
+    assert v1["steps"] == posed["steps"] == 2 and v1["entities"] == posed["entities"] == 6
+    assert v1["pixel_centroid_names"] == 1.0 > posed["pixel_centroid_names"]  # the smoke's 6 entities
+    for row in (v1, posed):
+        assert 0 <= row["kept"] <= row["items"] and 0 <= row["refusal_unseen"] <= 1 and 0 <= row["refusal_known"] <= 1
+    assert "posed-views8-1500 | " in out.stdout
+    bad = subprocess.run([sys.executable, str(script), "--smoke", "--variants", "sepia"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "no variant sepia" in bad.stderr

@@ -6,6 +6,13 @@ three shapes with their own kinds, colours, sizes and places on a 3x3 grid. Each
 seeded variation of its entity's signature (shift, per-shape jitter, colour jitter, noise), so
 two images of one entity look alike without being equal, and a model must recognise the entity
 by looking, on renders it has not seen. Same inputs, same bytes.
+
+That variation is small: a nearest centroid in pixel space names every one of the 127 entities on
+unseen renders (tests/test_data.py). A `Variation` photographs the signature harder ("shapes-v2"):
+each picture its own backdrop colour, the palette's hue turned and brightened, the arrangement
+mirrored, turned, scaled and shifted. Pixels alone then name far fewer entities, but so does the
+tiny base model (scripts/renderer_tradeoff.py measures both; README "The renderer's variation"),
+so the benchmark's pictures stay shapes-v1 and the variations are kept for that measurement.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 RENDERER_VERSION = "shapes-v1"
+VARIED_RENDERER_VERSION = "shapes-v2"  # a `Variation`'s pictures
 SUPERSAMPLE = 4
 SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
 CLASS_STYLE = {  # pattern, border hue
@@ -39,14 +47,36 @@ def _colour(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
+class Variation:
+    """How far each picture of an entity strays from its signature under shapes-v2 (each picture
+    also draws its own backdrop colour, and jitters each shape's place, hue and size a little)."""
+
+    hue_turn: float  # the whole palette's hue turned by up to this, either way (of the colour wheel)
+    mirror_share: float  # of the pictures, the arrangement mirrored left to right
+    turn_degrees: float  # the arrangement turned by up to this, either way
+    scale: tuple[float, float]  # the arrangement scaled by a factor in this range
+    shift: float  # and moved by up to this share of the side, each axis
+    brightness: tuple[float, float] = (0.8, 1.15)
+
+
+VARIATIONS = {  # from least to most: what scripts/renderer_tradeoff.py measures
+    "recoloured": Variation(hue_turn=0.2, mirror_share=0.0, turn_degrees=0, scale=(0.95, 1.05), shift=0.03),
+    "recoloured-moved": Variation(hue_turn=0.35, mirror_share=0.0, turn_degrees=0, scale=(0.9, 1.05), shift=0.04),
+    "posed": Variation(hue_turn=0.2, mirror_share=0.5, turn_degrees=15, scale=(0.75, 1.1), shift=0.06),
+}
+
+
+@dataclass(frozen=True)
 class Signature:
-    background: tuple[int, int, int]
+    background: tuple[int, int, int] | None  # shapes-v2 draws one per picture instead
     shapes: tuple[tuple[str, tuple[int, int, int], float, float, float], ...]  # kind, rgb, cx, cy, r
 
 
-def entity_signature(class_name: str, entity_id: str, seed: int = 0) -> Signature:
-    rng = _rng(RENDERER_VERSION, str(seed), "entity", class_name, entity_id)
-    background = _colour(rng.random(), 0.15 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
+def entity_signature(class_name: str, entity_id: str, seed: int = 0, version: str = RENDERER_VERSION) -> Signature:
+    rng = _rng(version, str(seed), "entity", class_name, entity_id)
+    background = None
+    if version == RENDERER_VERSION:
+        background = _colour(rng.random(), 0.15 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
     cells = rng.choice(9, size=3, replace=False)
     shapes = []
     for cell in cells:
@@ -109,9 +139,12 @@ def _shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
 
 
 def render_image(class_name: str, entity_id: str, image_path: str, size: int = 32, seed: int = 0,
-                 backdrop_class: str | None = None) -> Image.Image:
+                 backdrop_class: str | None = None, variation: Variation | None = None) -> Image.Image:
     """The synthetic picture for one image path of the release; `backdrop_class` draws it on that
-    class's backdrop instead of its own (the robustness audit's `backdrop` probe)."""
+    class's backdrop instead of its own (the robustness audit's `backdrop` probe); `variation`
+    draws the shapes-v2 picture instead."""
+    if variation is not None:
+        return _render_varied(class_name, entity_id, image_path, size, seed, backdrop_class, variation)
     sig = entity_signature(class_name, entity_id, seed)
     rng = _rng(RENDERER_VERSION, str(seed), "image", image_path)
     big = size * SUPERSAMPLE
@@ -124,6 +157,38 @@ def render_image(class_name: str, entity_id: str, image_path: str, size: int = 3
         scale = rng.uniform(0.85, 1.15)
         tint = np.clip(np.array(rgb) + rng.integers(-18, 19, size=3), 0, 255)
         _shape(draw, kind, (cx + dx + jx) * big, (cy + dy + jy) * big, r * scale * big, tuple(int(c) for c in tint))
+    return _finish(canvas, size, rng)
+
+
+def _render_varied(class_name: str, entity_id: str, image_path: str, size: int, seed: int,
+                   backdrop_class: str | None, variation: Variation) -> Image.Image:
+    sig = entity_signature(class_name, entity_id, seed, VARIED_RENDERER_VERSION)
+    rng = _rng(VARIED_RENDERER_VERSION, str(seed), "image", image_path)
+    big = size * SUPERSAMPLE
+    canvas = Image.new("RGB", (big, big))
+    draw = ImageDraw.Draw(canvas)
+    background = _colour(rng.random(), 0.1 + 0.3 * rng.random(), 0.65 + 0.3 * rng.random())
+    _backdrop(draw, big, backdrop_class or class_name, background)
+    hue_turn = rng.uniform(-variation.hue_turn, variation.hue_turn)
+    brightness = rng.uniform(*variation.brightness)
+    mirrored = rng.random() < variation.mirror_share
+    angle = np.deg2rad(rng.uniform(-variation.turn_degrees, variation.turn_degrees))
+    scale = rng.uniform(*variation.scale)
+    dx, dy = rng.uniform(-variation.shift, variation.shift, size=2)
+    cos, sin = np.cos(angle), np.sin(angle)
+    for kind, rgb, cx, cy, r in sig.shapes:
+        x, y = (0.5 - cx if mirrored else cx - 0.5), cy - 0.5  # about the picture's centre
+        x, y = (cos * x - sin * y) * scale, (sin * x + cos * y) * scale
+        jx, jy = rng.uniform(-0.02, 0.02, size=2)
+        h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+        colour = _colour(h + hue_turn + rng.uniform(-0.02, 0.02), s, min(1.0, v * brightness))
+        radius = r * scale * rng.uniform(0.9, 1.1)
+        _shape(draw, kind, (0.5 + x + dx + jx) * big, (0.5 + y + dy + jy) * big, radius * big, colour)
+    return _finish(canvas, size, rng)
+
+
+def _finish(canvas: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    """Down to `size` (the supersampled drawing smooths the edges), plus seeded pixel noise."""
     small = canvas.resize((size, size), Image.Resampling.LANCZOS)
     pixels = np.asarray(small, dtype=np.int16) + rng.normal(0, 6, size=(size, size, 3)).round().astype(np.int16)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
