@@ -7,8 +7,11 @@ calibration (declines of never-seen entities, goal >= 0.9; of known ones, goal <
 A variant is a renderer (shapes-v1, the benchmark's, or one of data.render.VARIATIONS), a number
 of renders of each taught picture (`views`: the pictures a model would have seen of an entity
 before the benchmark; the extra ones are seeded renders of the same image path, for the profile's
-train pairs and the declined entities alike, so neither side outweighs the other) and the
-fine-tuning's steps. The README's table ("The renderer's variation") was measured with it.
+train pairs and the declined entities alike, so neither side outweighs the other; the four known
+distractors' pairs keep one picture each, and the tokenizer is trained on the texts as taught,
+repeats included, as the README's numbers were measured) and the fine-tuning's steps. The
+README's table ("The renderer's variation") was measured with it. Renders only: a run on
+photographs (MLU_IMAGES_DIR) has nothing to redraw.
 
 Usage: .venv/bin/python scripts/renderer_tradeoff.py [--data-dir D] [--variants shapes-v1,posed]
                                                      [--jobs N] [--smoke]"""
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from _inputs import bench_arguments, load_run_outputs  # noqa: E402
+
+
+RENDER_SEED = re.compile(r"-seed(\d+)/")  # the renders' folder: crawls.synthetic_dir
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,12 @@ VARIANTS = {
 }
 
 
-def render(variant: Variant, image: str, size: int):
+def render(variant: Variant, image: str, size: int, seed: int = 0):
     from mlu_training.data.records import IMAGE_PATH
     from mlu_training.data.render import VARIATIONS, render_image
 
-    m = IMAGE_PATH.match(image.split("#")[0])
-    return render_image(m["cls"], m["entity"], image, size=size, variation=VARIATIONS.get(variant.renderer))
+    m = IMAGE_PATH.match(image)  # a view's `#view<k>` stays in the file name part
+    return render_image(m["cls"], m["entity"], image, size=size, seed=seed, variation=VARIATIONS.get(variant.renderer))
 
 
 def pixel_centroid_names(variant: Variant, entities: list[tuple[str, str]], size: int = 32) -> float:
@@ -78,7 +85,7 @@ def with_views(rows, views: int):
                      ignore_index=True)
 
 
-def measure(name: str, variant: Variant, data_dir: Path | None, smoke: bool, work: Path) -> dict:
+def measure(name: str, variant: Variant, data_dir: Path | None, model: str, smoke: bool, jobs: int, work: Path) -> dict:
     import pandas as pd
 
     from mlu_training.data.records import IMAGE_PATH
@@ -86,20 +93,25 @@ def measure(name: str, variant: Variant, data_dir: Path | None, smoke: bool, wor
     from mlu_training.data.splits import data_digest
     from mlu_training.evaluation import image_loader
     from mlu_training.judge import LocalJudge
-    from mlu_training.models.base_model import build_base_model
+    from mlu_training.models.base_model import MANIFEST, build_base_model
     from mlu_training.models.declining import calibration, declines_for
     from mlu_training.models.knowledge import filter_known
-    from mlu_training.models.base_model import MANIFEST
     from mlu_training.models.sft import SFTConfig
     from mlu_training.models.tiny_llava import TinyLlavaConfig
     from mlu_training.models.vlm import VisionLanguageModel
     from mlu_training.paths import default_data_dir
     from mlu_training.threads import use_threads
 
-    use_threads(1)
-    splits, crawls, base, _ = load_run_outputs(data_dir, "tiny")
+    use_threads(jobs)
+    splits, crawls, run_base, _ = load_run_outputs(data_dir, model)
     qa = pd.read_parquet(Path(data_dir or default_data_dir()) / "tables" / "validated_qa_pairs.parquet")
-    recipe = json.loads((Path(base.path) / MANIFEST).read_text())  # the run's: every setting not varied here
+    if (crawls["source"] != "synthetic").any():
+        sys.exit("renderer_tradeoff: the run's pictures are not all renders (MLU_IMAGES_DIR): nothing to redraw")
+    manifest = Path(run_base.path) / MANIFEST
+    if not manifest.is_file():
+        sys.exit(f"renderer_tradeoff: base model {model!r} is not the in-project tiny model (no {MANIFEST})")
+    recipe = json.loads(manifest.read_text())  # the run's: every setting not varied here
+    render_seed = int(RENDER_SEED.search(str(crawls["file"].iloc[0]))[1])
     tiny = replace(TinyLlavaConfig(**recipe["tiny"]), **variant.tiny)
     sft = SFTConfig(**recipe["sft"])
     sft = replace(sft, steps=2, batch_size=4) if smoke else replace(sft, steps=variant.steps or sft.steps)
@@ -111,7 +123,7 @@ def measure(name: str, variant: Variant, data_dir: Path | None, smoke: bool, wor
     pictures = sorted(set(crawls["image"]) | set(splits["image"]) | set(pool.taught["image"]))
     files, shas = {}, {}
     for image in pictures:
-        payload = png_bytes(render(variant, image, size))
+        payload = png_bytes(render(variant, image, size, render_seed))
         files[image] = work / name / "images" / hashlib.sha256(image.encode()).hexdigest()[:24]
         files[image].parent.mkdir(parents=True, exist_ok=True)
         files[image].write_bytes(payload)
@@ -119,8 +131,8 @@ def measure(name: str, variant: Variant, data_dir: Path | None, smoke: bool, wor
     crawls = pd.DataFrame({"image": pictures, "file": [str(files[i]) for i in pictures],
                            "sha256": [shas[i] for i in pictures]})
     load = image_loader(crawls)
-    base = build_base_model(splits, load, data_digest(splits, crawls), work / name / "models", tiny, sft, declines=pool)
-    vlm = VisionLanguageModel.load(base.path)
+    taught = build_base_model(splits, load, data_digest(splits, crawls), work / name / "models", tiny, sft, declines=pool)
+    vlm = VisionLanguageModel.load(taught.path)
     evaluation = splits[splits["split"] == "eval"]
     unseen = pool.unseen[pool.unseen["variant"] == 0]
     if smoke:
@@ -131,21 +143,22 @@ def measure(name: str, variant: Variant, data_dir: Path | None, smoke: bool, wor
         entities = entities[:6]
     return {"variant": name, **variant.__dict__, "steps": sft.steps,
             "pixel_centroid_names": pixel_centroid_names(variant, entities), "entities": len(entities),
-            "kept": len(known.kept), "items": len(evaluation), "final_loss": base.final_loss,
+            "kept": len(known.kept), "items": len(evaluation), "final_loss": taught.final_loss,
             **calibration(vlm, evaluation, unseen, load)}
 
 
 def main() -> None:
     ap = bench_arguments(__doc__)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
-    ap.add_argument("--jobs", type=int, default=1, help="variants measured at once, one thread each (a GPU holds many)")
+    ap.add_argument("--jobs", type=int, default=1, help="variants measured at once, sharing the cores (a GPU holds many)")
     args = ap.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"renderer_tradeoff: no variant {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        jobs = [pool.submit(measure, n, VARIANTS[n], args.data_dir, args.smoke, Path(tmp)) for n in names]
+        jobs = [pool.submit(measure, n, VARIANTS[n], args.data_dir, args.model, args.smoke, args.jobs, Path(tmp))
+                for n in names]
         rows = [job.result() for job in jobs]
     print("variant | pixels name the entity | items kept | declines never-seen | declines known")
     for r in rows:

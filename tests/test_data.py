@@ -111,11 +111,9 @@ def test_a_posed_variation_leaves_pixels_the_class_but_not_the_entity(tables):
                for k, (c, e) in enumerate(ents) for i in (100, 101, 102)]
     assert np.mean([ents[k][0] == ents[j][0] for k, j in nearest]) == 1.0
     assert 1 / 14 < np.mean([k == j for k, j in nearest]) < 0.45
-    # Same inputs, same bytes; and shapes-v1's pictures (the benchmark's) are the ones they always were.
-    again = render_image("Animals", "Dog", "downloaded_images/Animals/Dog/1.jpg", 32, variation=VARIATIONS["posed"])
-    assert (np.asarray(again) == pixels("Animals", "Dog", 1).reshape(32, 32, 3)).all()
-    v1 = png_bytes(render_image("Animals", "Dog", "downloaded_images/Animals/Dog/1.jpg", 32))
-    assert hashlib.sha256(v1).hexdigest() == "cc1b599f2b8ad93d569e6bda6d457978ba3ae3778e084566e8a5e2591bdb1d4a"
+    # shapes-v1's pictures (the benchmark's) are the pixels they always were: the variations are drawn apart.
+    v1 = np.asarray(render_image("Animals", "Dog", "downloaded_images/Animals/Dog/1.jpg", 32))
+    assert hashlib.sha256(v1.tobytes()).hexdigest() == "49e05771463795fe86b5bac96b6d9aec15372fbb9dba7dc4c11ca9e47f098e51"
 
 
 def test_raw_crawls_renders_every_path_once(tables, tmp_path):
