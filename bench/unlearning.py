@@ -1,8 +1,8 @@
 """Where an unlearning sequence spends its time: seconds per optimisation step, and the share of
 training, generation and judging, for one method on the mini profile's outputs (`make run`); then
-one task's adapter training, side by side: plain vs length-grouped batches (share of real tokens),
-the frozen reference recomputed every step vs cached per row (NPO, KL, PO), and PO's two answers in
-two forward passes (as PO does) vs one batch of both.
+one task's adapter training, side by side: padded vs length-grouped vs packed batches (share of
+real tokens), the frozen reference recomputed every step vs cached per row (NPO, KL, PO), and PO's
+two answers in two forward passes (as PO does) vs one batch of both.
 Usage: .venv/bin/python bench/unlearning.py [--method ga] [--order ABCD] [--compare ga,npo,kl,po]
        [--no-sequence] [--data-dir D] [--smoke]"""
 
@@ -25,8 +25,10 @@ from mlu_training.methods import get_method
 from mlu_training.models.vlm import VisionLanguageModel, seed_everything
 
 USES_REFERENCE = ("npo", "kl", "po")
-# (name, batches grouped by length, reference cached): the recipe before, then one change at a time
-SIDES = (("plain", False, False), ("grouped", True, False), ("grouped+cached", True, True))
+# (name, batches grouped by length, reference cached, packed): the first recipe, one change at a
+# time, then today's (AdapterTraining's defaults: the same rows to a batch, packed, the cache)
+SIDES = (("padded", False, False, False), ("grouped", True, False, False), ("grouped+cached", True, True, False),
+         ("packed+cached", False, True, True))
 
 
 class TimedJudge:
@@ -50,15 +52,22 @@ def timed_training(base_path: str, method: str, items, task: str, training: Adap
     wall time measures the neighbours; with one thread (OMP_NUM_THREADS=1) CPU time is the work."""
     vlm = VisionLanguageModel.load(base_path)
     tokens = {"real": 0, "computed": 0}
-    make_batch = vlm.training_batch
+    padded, packed = vlm.training_batch, vlm.packed_training_batch
 
-    def counted_batch(*args, **kwargs):
-        batch = make_batch(*args, **kwargs)
+    def counted_padded(*args, **kwargs):
+        batch = padded(*args, **kwargs)
         tokens["real"] += int(batch["attention_mask"].sum())
         tokens["computed"] += batch["attention_mask"].numel()
         return batch
 
-    vlm.training_batch = counted_batch
+    def counted_packed(*args, **kwargs):
+        batch = packed(*args, **kwargs)
+        spans = batch["example_spans"]
+        tokens["real"] += int((spans[:, 2] - spans[:, 1]).sum())
+        tokens["computed"] += batch["input_ids"].numel()
+        return batch
+
+    vlm.training_batch, vlm.packed_training_batch = counted_padded, counted_packed
     seed_everything(training.seed)
     start = time.process_time()
     _, losses = train_adapter(vlm, get_method(method), items, task, training, training.seed, load_image,
@@ -75,25 +84,29 @@ def compare_training(base_path: str, items, task: str, methods: list[str], train
     n_forget, n_retain = ((items["task"] == task) & (items["role"] == role) for role in (FORGET, RETAIN))
     print(f"\none adapter training, task {task} ({n_forget.sum()} forget / {n_retain.sum()} retain rows), "
           f"{training.steps} steps of batch {training.batch_size}: CPU s/step (real tokens)")
-    print(f"  {'method':7s}" + "".join(f"{name:>20s}" for name, _, _ in SIDES) + f"{'speed-up':>10s}  cached = recomputed")
+    print(f"  {'method':7s}" + "".join(f"{name:>20s}" for name, *_ in SIDES) + f"{'speed-up':>10s}  cached = recomputed"
+          + "; packed vs padded: largest loss difference")
     results = {}
     for method in methods:
-        sides = [s for s in SIDES if not s[2] or method in USES_REFERENCE]
-        runs = {name: timed_training(base_path, method, items, task, replace(training, length_grouped=grouped), cached,
-                                     load_image) for name, grouped, cached in sides}
+        sides = [s for s in SIDES if not (s[2] and not s[3]) or method in USES_REFERENCE]
+        runs = {name: timed_training(base_path, method, items, task,
+                                     replace(training, length_grouped=grouped, packed=packed), cached, load_image)
+                for name, grouped, cached, packed in sides}
         cells = [f"{runs[n]['seconds_per_step']:.3f} ({100 * runs[n]['real_tokens']:.0f} %)" if n in runs else "-"
-                 for n, _, _ in SIDES]
+                 for n, *_ in SIDES]
         first, last = runs[sides[0][0]], runs[sides[-1][0]]
         same = None
         if method in USES_REFERENCE:  # the cache must not change a number (float rounding aside)
             same = all(abs(a - b) <= 1e-4 * max(1.0, abs(a)) for a, b in
                        zip(runs["grouped"]["losses"], runs["grouped+cached"]["losses"]))
         speed_up = first["seconds_per_step"] / last["seconds_per_step"]
+        # The same rows in the same order, padded or packed: only float rounding differs, step after step.
+        drift = max(abs(a - b) / max(1.0, abs(a)) for a, b in zip(runs["padded"]["losses"], runs["packed+cached"]["losses"]))
         print(f"  {method:7s}" + "".join(f"{c:>20s}" for c in cells) + f"{speed_up:>9.2f}x  "
-              + {None: "", True: "same losses", False: "LOSSES DIFFER"}[same])
+              + {None: "", True: "same losses", False: "LOSSES DIFFER"}[same] + f"; {drift:.1e}")
         results[method] = {"seconds_per_step": {n: r["seconds_per_step"] for n, r in runs.items()},
                            "real_tokens": {n: r["real_tokens"] for n, r in runs.items()},
-                           "speed_up": speed_up, "same_losses": same}
+                           "speed_up": speed_up, "same_losses": same, "packed_loss_drift": drift}
     return results
 
 

@@ -35,6 +35,10 @@ class AdapterTraining:
     # Off until the mini leaderboard is checked with it on: grouping made adapter steps 1.4-1.7x
     # faster (bench/unlearning.py) but spoiled the base model's fine-tuning (models/sft.py).
     length_grouped: bool = False
+    # The same rows to a batch, several to a row where the family allows it (packed_training_batch;
+    # answer_logprobs cuts them back into examples): less padding computed, the same losses up to
+    # float rounding.
+    packed: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,10 +84,12 @@ def train_adapter(vlm, method, train_items: pd.DataFrame, task: str, config: Ada
         lengths = token_lengths(vlm.tokenizer, frame["question"], frame["answer"]) if config.length_grouped else None
         return BatchStream(len(frame), config.batch_size, generator, lengths)
 
+    packed = config.packed and vlm.packs_sequences()
+
     def batch(frame: pd.DataFrame, idx: list[int], answers: list[str] | None = None) -> dict:
         part = frame.iloc[idx]
-        return vlm.training_batch([load_image(p) for p in part["image"]], part["question"].tolist(),
-                                  answers or part["answer"].tolist())
+        args = ([load_image(p) for p in part["image"]], part["question"].tolist(), answers or part["answer"].tolist())
+        return vlm.packed_training_batch(*args, with_spans=True) if packed else vlm.training_batch(*args)
 
     forget_batches = stream(forget)
     retain_batches = stream(retain) if method.uses_retain else None

@@ -59,10 +59,12 @@ def test_unlearning_bench_compares_batches_and_the_reference_side_by_side(finish
     measured = json.loads(out.strip().splitlines()[-1])
     training = measured["training"]
     assert set(training) == {"ga", "npo", "kl", "po"} and "seconds_per_step" not in measured, out
-    assert set(training["ga"]["seconds_per_step"]) == {"plain", "grouped"}  # no reference: nothing to cache
+    assert set(training["ga"]["seconds_per_step"]) == {"padded", "grouped", "packed+cached"}  # no reference to cache
     for method in ("npo", "kl", "po"):  # the cached reference gives the losses of recomputing it
-        assert set(training[method]["seconds_per_step"]) == {"plain", "grouped", "grouped+cached"}
+        assert set(training[method]["seconds_per_step"]) == {"padded", "grouped", "grouped+cached", "packed+cached"}
         assert training[method]["same_losses"] is True, out
+    for sides in training.values():  # the same rows packed: the padded losses, up to float rounding
+        assert sides["packed_loss_drift"] < 1e-4, out
     for method, sides in training.items():  # a smoke run's few rows say nothing of padding: only that it is counted
         assert all(0 < share <= 1 for share in sides["real_tokens"].values()) and sides["speed_up"] > 0, (method, sides)
     assert out.count("same losses") == 3 and "DIFFER" not in out, out

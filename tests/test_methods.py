@@ -27,14 +27,22 @@ def setup(tiny_base, tiny_world):
     retain = rows[(rows["role"] == "retain") & (rows["task"] == "A")].head(4)
     load = tiny_world["load_image"]
 
-    def batches(images=None, rows=(0, 1, 2, 3)):
-        """The step's batches of these rows (of forget and of retain), in this order."""
+    def batches(images=None, rows=(0, 1, 2, 3), packed=False, first_answer_repeats=1):
+        """The step's batches of these rows (of forget and of retain), in this order; `packed`:
+        several to a row, as train_adapter builds them; `first_answer_repeats`: the first row's
+        answer said that many times (a long example beside short ones, as refusals are)."""
         f, r = forget.iloc[list(rows)], retain.iloc[list(rows)]
         f_images = images or [load(p) for p in f["image"]]
+
+        def make(images, questions, answers):
+            answers = [" ".join([answers[0]] * first_answer_repeats), *answers[1:]]
+            build = vlm.packed_training_batch if packed else vlm.training_batch
+            return build(images, questions, answers, with_spans=True) if packed else build(images, questions, answers)
+
         return StepBatches(
-            forget=vlm.training_batch(f_images, f["question"].tolist(), f["answer"].tolist()),
-            retain=vlm.training_batch([load(p) for p in r["image"]], r["question"].tolist(), r["answer"].tolist()),
-            refusal=vlm.training_batch(f_images, f["question"].tolist(), [REFUSAL_ANSWER] * len(f)),
+            forget=make(f_images, f["question"].tolist(), f["answer"].tolist()),
+            retain=make([load(p) for p in r["image"]], r["question"].tolist(), r["answer"].tolist()),
+            refusal=make(f_images, f["question"].tolist(), [REFUSAL_ANSWER] * len(f)),
         )
 
     return vlm, batches
@@ -206,6 +214,38 @@ def test_training_with_the_cached_reference_repeats_itself_and_recomputing(tiny_
     assert losses(True) == cached
     assert losses(False) == pytest.approx(cached, rel=1e-4, abs=1e-5)
     assert len(set(cached)) > 1
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_packed_batches_give_every_loss_and_gradient_of_padded_ones(setup, name):
+    """The same rows several to a row (train_adapter's batches): fewer token cells computed, and
+    each method's loss, its gradient and the per-example log-probabilities of the padded batch, up
+    to float rounding; the reference cache fills from either alike."""
+    vlm, batches = setup
+    perturb_adapter(vlm.model)  # the current model and the reference differ
+    method = get_method(name)
+    padded, packed = batches(first_answer_repeats=8), batches(packed=True, first_answer_repeats=8)
+    for kind in ("forget", "retain", "refusal"):  # the short examples share rows
+        assert len(getattr(packed, kind)["input_ids"]) < len(getattr(padded, kind)["input_ids"]), kind
+    assert "example_spans" not in padded.forget and len(packed.forget["example_spans"]) == 4
+
+    def loss_and_grad(step):
+        vlm.model.zero_grad(set_to_none=True)
+        loss, _ = method.loss(vlm.model, step)
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in vlm.model.parameters() if p.grad is not None])
+        return loss.item(), grad
+
+    (loss_padded, grad_padded), (loss_packed, grad_packed) = loss_and_grad(padded), loss_and_grad(packed)
+    vlm.model.zero_grad(set_to_none=True)
+    assert loss_packed == pytest.approx(loss_padded, rel=1e-5, abs=1e-6)
+    assert torch.allclose(grad_packed, grad_padded, rtol=1e-4, atol=1e-6)
+    assert seq_logp(vlm.model, packed.forget) == pytest.approx(seq_logp(vlm.model, padded.forget), rel=1e-5)
+    cache = ReferenceCache()
+    with torch.no_grad():
+        for step in (packed, padded):  # the cache filled from packed rows serves the padded step
+            cached = replace(step, forget_rows=[0, 1, 2, 3], retain_rows=[0, 1, 2, 3], reference_cache=cache)
+            assert method.loss(vlm.model, cached)[0].item() == pytest.approx(loss_padded, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -76,15 +76,27 @@ class TokenLogProbs:
 
 
 def answer_logprobs(model, batch: dict) -> TokenLogProbs:
-    """log p(label) of the answer tokens only (prompt, image and padding tokens are masked)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    """log p(label) of the answer tokens only (prompt, image and padding tokens are masked), one
+    row per example: a packed batch (`example_spans`, VisionLanguageModel.packed_training_batch)
+    is cut back into its examples, so every method sees what a padded batch gives it."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "example_spans")}
     logits = model(**inputs).logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
+    if "example_spans" in batch:
+        logits, labels = _per_example(logits, labels, batch["example_spans"])
     mask = (labels != IGNORE_INDEX).to(logits.dtype)
     token = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return TokenLogProbs(token, mask, logits)
 
 
+def _per_example(logits: torch.Tensor, labels: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifted logits and labels of packed rows, one row per example (padded on the right): an
+    example at [start, end) of its row predicts its tokens start+1 … end-1 at start … end-2."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    cut = [(int(r), int(s), int(e) - 1) for r, s, e in spans.tolist()]
+    return (pad_sequence([logits[r, s:e] for r, s, e in cut], batch_first=True),
+            pad_sequence([labels[r, s:e] for r, s, e in cut], batch_first=True, padding_value=IGNORE_INDEX))
 
 
 def masked_kl(reference: Sequence[torch.Tensor], current: TokenLogProbs) -> torch.Tensor:

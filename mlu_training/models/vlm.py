@@ -162,14 +162,17 @@ class VisionLanguageModel:
         return family is not None and family.packs_sequences
 
     def packed_training_batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str],
-                              max_answer_tokens: int = 160) -> dict[str, torch.Tensor]:
+                              max_answer_tokens: int = 160, with_spans: bool = False) -> dict[str, torch.Tensor]:
         """The examples of `training_batch`, several to a row: the same tokens and labels without
         most of the padding (a padded batch of the tiny model's pairs is about half padding, since
         a refusal, a short answer and a long question share it). Rows are filled first-fit, longest
         first, up to the longest example; each example's positions start at 0, which transformers
         reads as a packed row (`masking_utils.find_packed_sequence_indices`): an example attends only
         to itself, so the loss is the padded batch's up to rounding (tested). Families whose
-        `packs_sequences` is set only (1-D positions, one picture's tokens per image token run)."""
+        `packs_sequences` is set only (1-D positions, one picture's tokens per image token run).
+        `with_spans`: also `example_spans`, each example's (row, start, end) in the order given,
+        for losses that need each example on its own (methods.base.answer_logprobs unpacks them);
+        not a model input."""
         if not self.packs_sequences():  # sft.py then uses `training_batch`, padded
             from .families import FamilyFeatureError
 
@@ -188,6 +191,7 @@ class VisionLanguageModel:
         input_ids = torch.full((len(rows), capacity), self._pad_id(), dtype=torch.long)
         labels = torch.full((len(rows), capacity), IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros((len(rows), capacity), dtype=torch.long)
+        spans = torch.zeros((len(sizes), 3), dtype=torch.long)
         for r, row in enumerate(rows):
             at = 0
             for i in row:
@@ -195,11 +199,14 @@ class VisionLanguageModel:
                 input_ids[r, at: at + sizes[i]] = torch.tensor(p + a)
                 labels[r, at + len(p): at + sizes[i]] = torch.tensor(a)
                 positions[r, at: at + sizes[i]] = torch.arange(sizes[i])
+                spans[i] = torch.tensor([r, at, at + sizes[i]])
                 at += sizes[i]
             positions[r, at:] = torch.arange(capacity - at)  # the row's padding: a sequence of its own
         order = [i for row in rows for i in row]  # pictures in the order their tokens appear
         batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions,
                  "pixel_values": prompt["pixel_values"][order], "use_cache": False}
+        if with_spans:
+            batch["example_spans"] = spans
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def _training_tokens(self, images, questions, answers, max_answer_tokens):
