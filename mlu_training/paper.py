@@ -88,8 +88,10 @@ def verdicts(runs: dict[str, dict]) -> list[Verdict]:
             continue
         falls = fq1 < fq0 / 2 if fq0 > 0 else False
         agree.append(falls and ut1 <= COLLAPSED)
+        why = "" if agree[-1] else _why_not_degrading(fq0, fq1, task_a(m, "forget_correctness", "A-UA"),
+                                                      task_a(m, "utility", "A-UA"))
         evidence.append(f"{m} {'agrees' if agree[-1] else 'disagrees'}: FQ on A {fq0:.2f} → {fq1:.2f}"
-                        f"{'' if falls else ' (does not fall by half)'}, utility on A at the end {ut1:.2f}")
+                        f"{'' if falls else ' (does not fall by half)'}, utility on A at the end {ut1:.2f}{why}")
     out.append(Verdict("degradation", claims["degradation"], all(agree) if agree else None,
                        "; ".join(evidence) or "no ascent baseline ran"))
     evidence, agree = [], []
@@ -114,6 +116,22 @@ def verdicts(runs: dict[str, dict]) -> list[Verdict]:
     else:
         out.append(Verdict("lumoe", claims["lumoe"], None, "LUMoE did not run"))
     return out
+
+
+def _why_not_degrading(fq_first: float, fq_last: float, still_answered: float | None,
+                       utility_first: float | None) -> str:
+    """What the task-A cells say about a baseline whose forget quality does not fall from a first
+    high: the first request broke the model, had not yet forgotten, or later requests made it refuse."""
+    if still_answered is None or utility_first is None:
+        return ""
+    if still_answered <= COLLAPSED and utility_first <= COLLAPSED and fq_first <= COLLAPSED:
+        return (f" (why: the first request already broke the model: at A-UA forget correctness {still_answered:.2f}, "
+                f"utility {utility_first:.2f}, forget quality {fq_first:.2f}: there is no first high to fall from)")
+    if still_answered >= 0.5:
+        return f" (why: the first request left {still_answered:.2f} of task A's forgotten items answered: it had not forgotten yet)"
+    if fq_last > fq_first:
+        return " (why: forget quality rises as later requests pile up: the model ends up refusing or failing task A)"
+    return ""
 
 
 def paper_section_html(runs: dict[str, dict]) -> str:

@@ -110,6 +110,21 @@ def test_verdicts_follow_the_numbers():
     runs["npo"] = _run("npo", holds)
     found = {v.finding: v for v in verdicts(runs)}
     assert found["degradation"].agrees is False and "does not fall by half" in found["degradation"].evidence
+    assert "why" not in found["degradation"].evidence  # no forget correctness logged: no reason is guessed
+    # The reason a disagreement gets is read off task A's first cells (mini's GA, GD and a slow start).
+    broken = {"forget_quality/A-UA": 0.0, "forget_quality/A-UD": 0.0, "utility/A-UA": 0.0, "utility/A-UD": 0.0,
+              "forget_correctness/A-UA": 0.0}
+    rising = {"forget_quality/A-UA": 0.0, "forget_quality/A-UD": 0.35, "utility/A-UA": 0.59, "utility/A-UD": 0.0,
+              "forget_correctness/A-UA": 0.48}
+    slow = {"forget_quality/A-UA": 0.1, "forget_quality/A-UD": 0.1, "utility/A-UA": 0.9, "utility/A-UD": 0.1,
+            "forget_correctness/A-UA": 0.81}
+    evidence = {v.finding: v for v in verdicts({m: _run(m, c) for m, c in
+                                                (("ga", broken), ("gd", rising), ("kl", slow), ("npo", collapsed))})}
+    evidence = evidence["degradation"].evidence
+    assert "ga disagrees" in evidence and "the first request already broke the model" in evidence
+    assert "gd disagrees" in evidence and "forget quality rises as later requests pile up" in evidence
+    assert "kl disagrees" in evidence and "left 0.81 of task A's forgotten items answered" in evidence
+    assert "npo agrees" in evidence and evidence.count("why") == 3
     assert {v.finding: v.agrees for v in verdicts({})} == {"degradation": None, "unimodal": None, "lumoe": None}
 
 
