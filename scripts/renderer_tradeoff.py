@@ -24,7 +24,7 @@ import re
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -66,15 +66,12 @@ def render(variant: Variant, image: str, size: int, seed: int = 0):
     return render_image(m["cls"], m["entity"], image, size=size, seed=seed, variation=VARIATIONS.get(variant.renderer))
 
 
-def pixel_centroid_names(variant: Variant, entities: list[tuple[str, str]], size: int = 32) -> float:
-    import numpy as np
+def pixel_centroid_names(variant: Variant, entities: list[tuple[str, str]]) -> float:
+    """The share of unseen renders whose nearest pixel centroid is their own entity's."""
+    from mlu_training.data.render import VARIATIONS, nearest_centroids
 
-    def pixels(cls: str, ent: str, i: int):
-        return np.asarray(render(variant, f"downloaded_images/{cls}/{ent}/{i}.jpg", size), dtype=np.float32).ravel()
-
-    centroids = np.stack([np.mean([pixels(c, e, i) for i in range(6)], axis=0) for c, e in entities])
-    return float(np.mean([int(np.abs(centroids - pixels(c, e, i)).mean(1).argmin()) == k
-                          for k, (c, e) in enumerate(entities) for i in (100, 101, 102)]))
+    nearest = nearest_centroids(entities, VARIATIONS.get(variant.renderer))
+    return sum(k == j for k, j in nearest) / len(nearest)
 
 
 def with_views(rows, views: int):
@@ -141,7 +138,7 @@ def measure(name: str, variant: Variant, data_dir: Path | None, model: str, smok
     entities = sorted({(m["cls"], m["entity"]) for m in map(IMAGE_PATH.match, crawls["image"]) if m})
     if smoke:
         entities = entities[:6]
-    return {"variant": name, **variant.__dict__, "steps": sft.steps,
+    return {"variant": name, **asdict(variant), "steps": sft.steps,
             "pixel_centroid_names": pixel_centroid_names(variant, entities), "entities": len(entities),
             "kept": len(known.kept), "items": len(evaluation), "final_loss": taught.final_loss,
             **calibration(vlm, evaluation, unseen, load)}

@@ -36,8 +36,9 @@ def setup(tiny_base, tiny_world):
 
         def make(images, questions, answers):
             answers = [" ".join([answers[0]] * first_answer_repeats), *answers[1:]]
-            build = vlm.packed_training_batch if packed else vlm.training_batch
-            return build(images, questions, answers, with_spans=True) if packed else build(images, questions, answers)
+            if packed:
+                return vlm.packed_training_batch(images, questions, answers, with_spans=True)
+            return vlm.training_batch(images, questions, answers)
 
         return StepBatches(
             forget=make(f_images, f["question"].tolist(), f["answer"].tolist()),

@@ -195,6 +195,20 @@ def _finish(canvas: Image.Image, size: int, rng: np.random.Generator) -> Image.I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def nearest_centroids(entities: list[tuple[str, str]], variation: Variation | None = None, size: int = 32,
+                      renders: int = 6, asked: tuple[int, ...] = (100, 101, 102)) -> list[tuple[int, int]]:
+    """How far raw pixels alone tell the entities apart: each (class, entity)'s centroid over its
+    first `renders` pictures, then for each of its `asked` pictures (never among them), the pair
+    (its index, the index of the nearest centroid by mean absolute difference)."""
+    def pixels(cls: str, ent: str, i: int) -> np.ndarray:
+        picture = render_image(cls, ent, f"downloaded_images/{cls}/{ent}/{i}.jpg", size, variation=variation)
+        return np.asarray(picture, dtype=np.float32).ravel()
+
+    centroids = np.stack([np.mean([pixels(c, e, i) for i in range(renders)], axis=0) for c, e in entities])
+    return [(k, int(np.abs(centroids - pixels(c, e, i)).mean(1).argmin()))
+            for k, (c, e) in enumerate(entities) for i in asked]
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
